@@ -1,0 +1,24 @@
+"""pid_core: a ComfyUI-free PyTorch implementation of NVIDIA's PiD pixel diffusion decoder.
+
+Public API::
+
+    from pid_core import load_decoder
+    dec = load_decoder("model_ema_bf16.pth", device="cuda", dtype="bf16")
+    image = dec.decode(latent, sigma, text_features, seed=0, steps=4, latent_format="flux")
+"""
+
+from .config import RELEASES, RELEASES_BY_NAME, PiDNetConfig, Release
+from .decoder import DecoderInfo, PiDDecoder, load_decoder
+from .errors import (CheckpointError, CheckpointReadError, DownloadError, LatentMismatchError,
+                     NotAPiDCheckpointError, PiDError, PiDInputError, PiDInterrupted,
+                     PiDOutOfMemoryError, StateDictMismatchError, TextEncodingError,
+                     UnsupportedCheckpointError)
+from .latents import LATENT_FORMATS, LatentFormat, get_latent_format
+
+__all__ = [
+    "load_decoder", "PiDDecoder", "DecoderInfo", "PiDNetConfig", "Release", "RELEASES",
+    "RELEASES_BY_NAME", "LATENT_FORMATS", "LatentFormat", "get_latent_format",
+    "PiDError", "CheckpointError", "CheckpointReadError", "NotAPiDCheckpointError",
+    "UnsupportedCheckpointError", "StateDictMismatchError", "PiDInputError", "LatentMismatchError",
+    "TextEncodingError", "DownloadError", "PiDOutOfMemoryError", "PiDInterrupted",
+]

@@ -1,0 +1,99 @@
+"""Read a decoder file into a flat ``{key: tensor}`` dict, safely.
+
+``.pth``/``.pt`` files are read only with ``torch.load(weights_only=True)`` (a pickle that would run
+code is refused, not executed); ``.safetensors``/``.sft`` through safetensors. Nothing here knows
+about PiD key names: see ``keys.py`` and ``detect.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointReadError
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_EXT = {".safetensors", ".sft"}
+PICKLE_EXT = {".pth", ".pt", ".ckpt", ".bin"}
+SUPPORTED_EXT = SAFETENSORS_EXT | PICKLE_EXT
+_WRAPPER_KEYS = ("state_dict", "model", "module")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load every tensor of ``path`` on the CPU. Raises ``CheckpointReadError`` with a fix."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointReadError(
+            f"PiD checkpoint '{p}' does not exist. Put the decoder file in ComfyUI/models/pid/ "
+            f"(or pass the full path) and check the spelling.")
+    if p.is_dir():
+        raise CheckpointReadError(f"'{p}' is a folder; expected a .safetensors or .pth decoder file.")
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointReadError(
+            f"PiD checkpoint '{p.name}' is empty (0 bytes): the download or copy did not finish. "
+            f"Delete it and download it again.")
+    ext = p.suffix.lower()
+    if ext in SAFETENSORS_EXT:
+        sd = _read_safetensors(p)
+    elif ext in PICKLE_EXT:
+        sd = _read_pickle(p)
+    elif ext == ".gguf":
+        raise CheckpointReadError(
+            f"'{p.name}' is a GGUF file; PiD decoders are read from .safetensors or .pth. "
+            f"Use the bf16 safetensors or the official model_ema_bf16.pth.")
+    else:
+        raise CheckpointReadError(
+            f"'{p.name}' has the extension '{ext or '(none)'}'; expected one of "
+            f"{', '.join(sorted(SUPPORTED_EXT))}.")
+    log.info("read %d tensors from %s (%.1f MB)", len(sd), p.name, size / 2**20)
+    return sd
+
+
+def _read_safetensors(p: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(p), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointReadError(
+            f"Could not read '{p.name}' as safetensors ({type(exc).__name__}: {exc}). The file is "
+            f"truncated or corrupted (its header is unreadable); download it again.") from exc
+
+
+def _read_pickle(p: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointReadError(
+            f"Refused to load '{p.name}': it is a pickle that contains more than tensors "
+            f"(torch.load(weights_only=True) rejected it: {str(exc).splitlines()[0]}). PiD never "
+            f"executes code from a checkpoint. Use the official model_ema_bf16.pth or a .safetensors "
+            f"file.") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointReadError(
+            f"Could not read '{p.name}' as a PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). The file is truncated or corrupted; "
+            f"download it again.") from exc
+    return _unwrap(obj, p.name)
+
+
+def _unwrap(obj, name: str) -> dict[str, torch.Tensor]:
+    for key in _WRAPPER_KEYS:  # {"state_dict": {...}} style exports
+        if isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointReadError(
+            f"'{name}' holds a {type(obj).__name__}, not a dict of tensors; expected the flat "
+            f"{{'net.<key>': tensor}} dict of the official PiD release.")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointReadError(
+            f"'{name}' has {len(bad)} entries that are not tensors (e.g. {bad[0]!r}); expected a "
+            f"flat dict of tensors such as model_ema_bf16.pth.")
+    return obj

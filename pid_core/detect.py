@@ -1,0 +1,204 @@
+"""Normalise checkpoint key layouts and recognise a PiD variant from tensor shapes alone.
+
+Layouts accepted (PID_SPEC 2, 8): keys with no prefix, ``net.`` (official ``model_ema_bf16.pth``) or
+``model.diffusion_model.`` (ComfyUI repack); each pixel block's adaLN either fused
+(``adaLN_modulation.0``, upstream) or split into ``adaLN_modulation_msa`` / ``adaLN_modulation_mlp``
+(ComfyUI). Detection reads shapes only: latent channels and hidden dim of the adapter, gate shape,
+PiT gate presence, and the backbone dims (so tiny test nets are recognised the same way).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .config import RELEASES, PiDNetConfig
+from .errors import NotAPiDCheckpointError, UnsupportedCheckpointError
+
+PREFIXES = ("model.diffusion_model.", "diffusion_model.", "net.")
+SIGNATURE = ("lq_proj.latent_proj.0.weight", "pixel_embedder.proj.weight", "y_pos_embedding")
+_SPLIT_RE = re.compile(r"^pixel_blocks\.(\d+)\.adaLN_modulation_(msa|mlp)\.(weight|bias)$")
+_QUANT_MARKERS = ("scale_weight", "weight_scale", "scale_input", "input_scale", ".absmax",
+                  "quant_state", ".qweight", ".scales", "comfy_quant", "weight_global_scale")
+_QUANT_DTYPES = {torch.int8, torch.uint8, torch.int32} | {
+    getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(torch, n)}
+
+# What other diffusion files look like, to say what the user picked instead of a PiD decoder.
+_OTHER_MODELS = (
+    (("encoder.conv_in.weight", "decoder.conv_in.weight"), "a VAE (put it in models/vae/ and use a VAE loader)"),
+    (("double_blocks.0.img_attn.qkv.weight",), "a FLUX diffusion model (UNet), not the PiD decoder"),
+    (("joint_blocks.0.x_block.attn.qkv.weight",), "an SD3 diffusion model, not the PiD decoder"),
+    (("input_blocks.0.0.weight",), "an SD/SDXL UNet, not the PiD decoder"),
+    (("transformer_blocks.0.img_mod.1.weight",), "a Qwen-Image diffusion model, not the PiD decoder"),
+    (("model.layers.0.self_attn.q_proj.weight", "layers.0.self_attn.q_proj.weight",
+      "embed_tokens.weight"), "a text encoder (put Gemma-2-2B in models/text_encoders/)"),
+)
+
+
+def strip_prefix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Remove the one prefix every PiD key carries; returns (dict, prefix)."""
+    for prefix in PREFIXES:
+        if any(k.startswith(prefix + SIGNATURE[0]) or k.startswith(prefix + SIGNATURE[1]) for k in sd):
+            n = len(prefix)
+            return {(k[n:] if k.startswith(prefix) else k): v for k, v in sd.items()}, prefix
+    return dict(sd), ""
+
+
+def fuse_split_adaln(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """ComfyUI's ``adaLN_modulation_msa/mlp`` halves -> the fused upstream ``adaLN_modulation.0``.
+
+    Fused row ``p*6D + j*D + d`` (pixel p, chunk j of shift/scale/gate x msa/mlp, channel d); ComfyUI
+    stores chunks 0-2 in ``msa`` and 3-5 in ``mlp``, each as ``p*3D + j*D + d``.
+    """
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    out = {}
+    for k, v in sd.items():
+        m = _SPLIT_RE.match(k)
+        if m:
+            parts.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = v
+        else:
+            out[k] = v
+    if not parts:
+        return sd, False
+    for (idx, kind), halves in parts.items():
+        if set(halves) != {"msa", "mlp"}:
+            missing = ({"msa", "mlp"} - set(halves)).pop()
+            out[f"pixel_blocks.{idx}.adaLN_modulation_{next(iter(halves))}.{kind}"] = next(iter(halves.values()))
+            out.pop(f"pixel_blocks.{idx}.adaLN_modulation.0.{kind}", None)
+            continue  # strict loading then reports the unexpected half and the missing fused key
+        msa, mlp = halves["msa"], halves["mlp"]
+        d = sd.get(f"pixel_blocks.{idx}.norm1.weight")
+        pixel_dim = d.shape[0] if d is not None else 16
+        p2 = msa.shape[0] // (3 * pixel_dim)
+        rest = msa.shape[1:]
+        fused = torch.cat([msa.reshape(p2, 3, pixel_dim, *rest), mlp.reshape(p2, 3, pixel_dim, *rest)], dim=1)
+        out[f"pixel_blocks.{idx}.adaLN_modulation.0.{kind}"] = fused.reshape(p2 * 6 * pixel_dim, *rest)
+    return out, True
+
+
+def check_not_quantised(sd: dict[str, torch.Tensor], name: str) -> None:
+    quant = [k for k, v in sd.items() if v.dtype in _QUANT_DTYPES or any(m in k for m in _QUANT_MARKERS)]
+    if quant:
+        k = quant[0]
+        raise UnsupportedCheckpointError(
+            f"'{name}' is a quantised PiD repack ({len(quant)} quantised tensors, e.g. {k} "
+            f"[{sd[k].dtype}]); this pack loads bf16/fp16/fp32 decoders only. Use the bf16 "
+            f"safetensors or the official model_ema_bf16.pth (pick a lower compute dtype instead).")
+
+
+def check_is_pid(sd: dict[str, torch.Tensor], name: str) -> None:
+    if any(s in sd for s in SIGNATURE):
+        return
+    keys = set(sd)
+    for markers, what in _OTHER_MODELS:
+        if any(any(k.endswith(m) for k in keys) for m in markers):
+            raise NotAPiDCheckpointError(
+                f"'{name}' is {what}. Select a PiD decoder file (e.g. model_ema_bf16.pth from "
+                f"nvidia/PiD) in PiD Load Model.")
+    first = sorted(keys)[:3]
+    raise NotAPiDCheckpointError(
+        f"'{name}' is not a PiD decoder: none of its {len(keys)} tensors is named like one (expected "
+        f"e.g. net.{SIGNATURE[0]}; found {', '.join(first)}). Select a PiD decoder file.")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What a state dict is: its net config plus the family/version a user would recognise."""
+
+    config: PiDNetConfig
+    family: str            # "16ch" | "sdxl" | "flux2" | "dinov2" | "siglip"
+    version: str           # "v1" | "v1.5"
+    resolution: str        # "2k" | "2kto4k"
+    formats: tuple         # latent format names this net accepts
+    release: str | None    # name in config.RELEASES when the dims are a released net's
+
+
+# adapter conv in-channels -> (family, latent channels, VAE factor, unpatchify, sr scale)
+_FAMILY_BY_CIN = {
+    ("v1", 16): ("16ch", 16, 8, 1, 4), ("v1", 4): ("sdxl", 4, 8, 1, 4),
+    ("v1", 128): ("flux2", 128, 16, 1, 4), ("v1", 768): ("dinov2", 768, 16, 1, 4),
+    ("v1", 1152): ("siglip", 1152, 16, 1, 8),
+    ("v1.5", 16): ("16ch", 16, 8, 1, 4), ("v1.5", 32): ("flux2", 128, 16, 2, 4),
+}
+_FORMATS = {("16ch", "v1"): ("flux", "sd3"), ("16ch", "v1.5"): ("flux", "qwenimage"),
+            ("sdxl", "v1"): ("sdxl",), ("flux2", "v1"): ("flux2",), ("flux2", "v1.5"): ("flux2",),
+            ("dinov2", "v1"): ("normalized",), ("siglip", "v1"): ("normalized",)}
+
+
+def _count(sd, prefix: str) -> int:
+    idx = {int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)}
+    return max(idx) + 1 if idx else 0
+
+
+def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str = "") -> Detection:
+    """Recognise the variant of a prefix-stripped, fused state dict from its shapes."""
+    try:
+        cin = sd["lq_proj.latent_proj.0.weight"].shape[1]
+        adapter_dim = sd["lq_proj.latent_proj.0.weight"].shape[0]
+        gate_rows = sd["lq_proj.gate_modules.0.content_proj.weight"].shape[0]
+        hidden = sd["y_pos_embedding"].shape[-1]
+        text_tokens = sd["y_pos_embedding"].shape[-2]
+        head_dim = sd["patch_blocks.0.attn.q_norm_x.weight"].shape[0]
+        pixel_dim = sd["pixel_blocks.0.norm1.weight"].shape[0]
+        pixel_attn = sd["pixel_blocks.0.attn.proj.weight"].shape[0]
+        pixel_head_dim = sd["pixel_blocks.0.attn.q_norm.weight"].shape[0]
+        patch_in = sd["s_embedder.proj.weight"].shape[1]
+        mlp_hidden = sd["patch_blocks.0.mlp_x.w1.weight"].shape[0]
+        pixel_mlp = sd["pixel_blocks.0.mlp.fc1.weight"].shape[0]
+        text_dim = sd["y_embedder.proj.weight"].shape[1]
+    except KeyError as exc:
+        from .errors import StateDictMismatchError
+        raise StateDictMismatchError(
+            f"'{name}' looks like a PiD decoder but lacks {exc.args[0]}, which is needed to tell its "
+            f"variant; the file is incomplete. Download it again.", missing=[exc.args[0]]) from exc
+    pit = "pit_lq_gate.content_proj.weight" in sd or "lq_proj.pit_head.weight" in sd
+    version = "v1.5" if (pit or gate_rows == 1) else "v1"
+    fam = _FAMILY_BY_CIN.get((version, cin))
+    if fam is None:
+        known = ", ".join(f"{c} ({f[0]} {v})" for (v, c), f in _FAMILY_BY_CIN.items())
+        raise NotAPiDCheckpointError(
+            f"'{name}' is a PiD-like net whose latent adapter takes {cin} channels ({version}); known "
+            f"releases take {known}. This variant is not supported.")
+    family, lat_ch, down, unpatch, sr = fam
+    patch = int(math.isqrt(patch_in // 3))
+    cfg = PiDNetConfig(
+        hidden_size=hidden, num_heads=hidden // head_dim,
+        patch_depth=_count(sd, "patch_blocks."), pixel_dim=pixel_dim, pixel_attn_dim=pixel_attn,
+        pixel_heads=pixel_attn // pixel_head_dim, pixel_depth=_count(sd, "pixel_blocks."),
+        patch_size=patch, text_dim=text_dim, text_tokens=text_tokens,
+        mlp_hidden=mlp_hidden, pixel_mlp_hidden=pixel_mlp,
+        latent_channels=lat_ch, latent_down=down, unpatchify=unpatch, adapter_dim=adapter_dim,
+        adapter_res_blocks=_count(sd, "lq_proj.latent_proj.") - 3,
+        inject_interval=_interval(sd, "lq_proj.gate_modules.", "patch_blocks."),
+        gate_per_dim=version == "v1", pit_gate=version == "v1.5",
+        conv_padding="zeros" if version == "v1" else "replicate",
+        rope_ref_px=1024 if version == "v1" else 2048, sr_scale=sr)
+    hint = name_hint.lower()
+    formats = _FORMATS[(family, version)]
+    resolution = "2kto4k" if (version == "v1.5" or family == "sdxl" or "2kto4k" in hint or "4k" in hint) else "2k"
+    if family == "16ch" and version == "v1" and "sd3" in hint:
+        formats = ("sd3", "flux")
+    if family == "16ch" and version == "v1.5" and "qwen" in hint:
+        formats = ("qwenimage", "flux")
+    release = _match_release(cfg, family, version, resolution, formats)
+    return Detection(cfg, family, version, resolution, formats, release)
+
+
+def _interval(sd, gate_prefix: str, block_prefix: str) -> int:
+    gates, blocks = _count(sd, gate_prefix), _count(sd, block_prefix)
+    return next((i for i in range(1, blocks + 1) if -(-blocks // i) == gates), 2)
+
+
+def _match_release(cfg, family, version, resolution, formats) -> str | None:
+    for r in RELEASES:
+        if (r.config == cfg and r.family == family and r.version == version
+                and r.resolution == resolution and r.formats[0] == formats[0]):
+            return r.name
+    for r in RELEASES:
+        if r.config == cfg and r.family == family and r.version == version:
+            return r.name
+    return None
