@@ -68,7 +68,12 @@ def _read_safetensors(p: Path) -> dict[str, torch.Tensor]:
 
 def _read_pickle(p: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):
+                raise
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
         raise CheckpointReadError(
             f"Refused to load '{p.name}': it is a pickle that contains more than tensors "

@@ -87,6 +87,20 @@ def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det
         missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
+def inspect_state_dict(raw: Mapping[str, torch.Tensor], name: str = "state dict",
+                       name_hint: str = "") -> tuple[dict, Detection, str]:
+    """Normalise, detect and strictly check a state dict without materialising a network.
+
+    Works on meta-device tensors. Returns (normalised dict, detection, layout description).
+    """
+    sd, layout = prepare_state_dict(raw, name)
+    det = detect(sd, name, name_hint)
+    with torch.device("meta"):
+        reference = PiDNet(det.config)
+    _strict_check(reference, sd, name, det)
+    return sd, det, layout
+
+
 def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="cpu", dtype="auto",
              name_hint: str | None = None, operations=nn) -> LoadedNet:
     """Read/normalise/detect/build/load. ``source`` is a path or an in-memory state dict."""
@@ -97,13 +111,11 @@ def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="
         name = Path(source).name
         name_hint = name_hint or name
         raw = read_state_dict(source)
-    sd, layout = prepare_state_dict(raw, name)
-    det = detect(sd, name, name_hint or "")
+    sd, det, layout = inspect_state_dict(raw, name, name_hint or "")
     compute = resolve_dtype(dtype, device)
     src_dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
     with torch.device("meta"):
         net = PiDNet(det.config, dtype=compute, operations=operations)
-    _strict_check(net, sd, name, det)
     dev = torch.device(device)
     converted = {k: v.to(device=dev, dtype=compute) for k, v in sd.items()}
     net.load_state_dict(converted, strict=True, assign=True)
