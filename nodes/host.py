@@ -1,0 +1,324 @@
+"""The one adapter between the PiD nodes and ComfyUI's services.
+
+Everything the nodes need from ComfyUI goes through here: model folders (``folder_paths``),
+devices and memory (``comfy.model_management``), the ``ModelPatcher`` wrapper that lets
+ComfyUI's memory manager load, offload and evict the PiD network like any other model,
+``ProgressBar`` and interruption, and a few read-only looks at core objects (a MODEL's
+latent format and sampling object, a VAE's latent shape).
+
+ComfyUI is imported lazily and only when present, so the nodes also import and run in plain
+PyTorch (tests, scripts): then the device is the CPU, progress is counted but not shown,
+and the models root comes from ``$COMFYUI_PID_MODELS_DIR`` (or ``./models``), laid out like
+ComfyUI's (``pid/``, ``text_encoders/``).
+Nothing here patches ComfyUI or edits ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Any, Callable, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PID_FOLDER = "pid"
+PID_EXTENSIONS = {".safetensors", ".pth", ".pt", ".sft"}
+ENV_MODELS_DIR = "COMFYUI_PID_MODELS_DIR"
+# Files in diffusion_models/ are listed only when their name says PiD (core-native users keep
+# e.g. pid_flux1_1024_to_4096_4step.safetensors there, next to every LDM they own).
+_DIFFUSION_MODELS_MARK = "pid"
+
+
+def _optional(module_name: str):
+    """Import a ComfyUI module if ComfyUI is the host, else return None."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        return None
+
+
+def comfy_available() -> bool:
+    return _optional("comfy.model_management") is not None and _optional("folder_paths") is not None
+
+
+# ----------------------------------------------------------------------------- model folders
+def register_model_folder() -> None:
+    """Add ``models/pid`` with an explicit extension set, appending to any existing entry.
+
+    ``extra_model_paths.yaml`` is read before custom nodes load; if it declared ``pid:`` paths,
+    they stay (ours is appended) and their entry gains our extension filter.
+    """
+    fp = _optional("folder_paths")
+    if fp is None:
+        return
+    default = os.path.join(fp.models_dir, PID_FOLDER)
+    entry = fp.folder_names_and_paths.get(PID_FOLDER)
+    if entry is None:
+        fp.folder_names_and_paths[PID_FOLDER] = ([default], set(PID_EXTENSIONS))
+        return
+    paths, exts = entry
+    if default not in paths:
+        paths.append(default)
+    if isinstance(exts, set):
+        exts.update(PID_EXTENSIONS)
+    else:  # a foreign entry with another container: replace it, keeping its paths
+        fp.folder_names_and_paths[PID_FOLDER] = (paths, set(PID_EXTENSIONS) | set(exts))
+
+
+def _fallback_root() -> str:
+    return os.environ.get(ENV_MODELS_DIR) or os.path.join(os.getcwd(), "models")
+
+
+def pid_dir() -> str:
+    """The folder downloads go to: the first registered ``pid`` path, or the fallback."""
+    fp = _optional("folder_paths")
+    if fp is not None and PID_FOLDER in fp.folder_names_and_paths:
+        return fp.get_folder_paths(PID_FOLDER)[0]
+    return os.path.join(_fallback_root(), PID_FOLDER)
+
+
+def _local_files(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for root, _dirs, files in os.walk(folder, followlinks=True):
+        for f in files:
+            if os.path.splitext(f)[1].lower() in PID_EXTENSIONS:
+                found.append(os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def checkpoint_names() -> list[str]:
+    """PiD decoder files: everything in ``pid/``, then PiD-named files in ``diffusion_models/``."""
+    fp = _optional("folder_paths")
+    if fp is None:
+        return _local_files(pid_dir())
+    names = list(fp.get_filename_list(PID_FOLDER))
+    for n in fp.get_filename_list("diffusion_models"):
+        if _DIFFUSION_MODELS_MARK in os.path.basename(n).lower() and n not in names:
+            names.append(n)
+    return names
+
+
+def checkpoint_path(name: str) -> str:
+    """Resolve a combo value from :func:`checkpoint_names` to a full path."""
+    fp = _optional("folder_paths")
+    if fp is None:
+        return os.path.join(pid_dir(), name)
+    for folder in (PID_FOLDER, "diffusion_models"):
+        path = fp.get_full_path(folder, name)
+        if path is not None:
+            return path
+    return fp.get_full_path_or_raise(PID_FOLDER, name)
+
+
+def text_encoder_names() -> list[str]:
+    fp = _optional("folder_paths")
+    if fp is None:
+        return _local_files(os.path.join(_fallback_root(), "text_encoders"))
+    return list(fp.get_filename_list("text_encoders"))
+
+
+def text_encoder_path(name: str) -> str:
+    fp = _optional("folder_paths")
+    if fp is None:
+        return os.path.join(_fallback_root(), "text_encoders", name)
+    return fp.get_full_path_or_raise("text_encoders", name)
+
+
+# ----------------------------------------------------------------------------- devices, memory
+def torch_device() -> torch.device:
+    mm = _optional("comfy.model_management")
+    return mm.get_torch_device() if mm is not None else torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _optional("comfy.model_management")
+    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    mm = _optional("comfy.model_management")
+    return mm.intermediate_device() if mm is not None else torch.device("cpu")
+
+
+def resolve_dtype(choice: str) -> str:
+    """'auto' -> 'bf16' where the compute device runs bf16 well, else 'fp32'.
+
+    fp16 is never picked automatically: the released weights are bf16 and the residual stream
+    of a 1.3B DiT can overflow fp16; users may still ask for it.
+    """
+    if choice != "auto":
+        return choice
+    mm = _optional("comfy.model_management")
+    if mm is None:
+        return "fp32"
+    dev = mm.get_torch_device()
+    if mm.is_device_cpu(dev):
+        return "fp32"
+    return "bf16" if mm.should_use_bf16(dev) else "fp32"
+
+
+def wrap_model(module: torch.nn.Module):
+    """A ``ModelPatcher`` around ``module`` (None without ComfyUI): ComfyUI then owns its device."""
+    mm = _optional("comfy.model_management")
+    mp = _optional("comfy.model_patcher")
+    if mm is None or mp is None:
+        return None
+    return mp.ModelPatcher(module, load_device=mm.get_torch_device(),
+                           offload_device=mm.unet_offload_device(),
+                           size=mm.module_size(module))
+
+
+def _supports_partial_load(module: torch.nn.Module) -> bool:
+    # ComfyUI can keep part of a model offloaded only when its layers are comfy.ops casts.
+    return any(hasattr(m, "comfy_cast_weights") for m in module.modules())
+
+
+def load_for_inference(patcher, module: torch.nn.Module, memory_required: int = 0) -> torch.device:
+    """Make ``module`` ready on the compute device; returns that device.
+
+    In ComfyUI this asks the memory manager (which may evict other models, or later evict PiD
+    for the LDM); plain torch layers need a full load, cast layers may be partially offloaded.
+    """
+    mm = _optional("comfy.model_management")
+    if patcher is None or mm is None:
+        return next(module.parameters()).device
+    mm.load_models_gpu([patcher], memory_required=memory_required,
+                       force_full_load=not _supports_partial_load(module))
+    return patcher.load_device
+
+
+def element_size(module: torch.nn.Module) -> int:
+    return next(module.parameters()).element_size()
+
+
+# ----------------------------------------------------------------------------- progress
+class _CountingProgress:
+    """Stand-in for ``comfy.utils.ProgressBar`` outside ComfyUI: records what would be shown."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.current = 0
+        self.updates = 0
+
+    def update_absolute(self, value, total=None, preview=None):
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        self.updates += 1
+
+    def update(self, value):
+        self.update_absolute(self.current + value)
+
+
+def progress_bar(total: int):
+    utils = _optional("comfy.utils")
+    if utils is None:
+        return _CountingProgress(total)
+    return utils.ProgressBar(total)
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's own interruption exception if the user pressed Cancel."""
+    mm = _optional("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def step_callback(pbar) -> Callable[[int, int], None]:
+    """A ``callback(step, total)`` for pid_core: shows progress and honours interruption."""
+    def callback(step: int, total: int) -> None:
+        check_interrupted()
+        pbar.update_absolute(step, total)
+    return callback
+
+
+# ----------------------------------------------------------------------------- core objects
+# ComfyUI latent_formats class name -> pid_core.latents name.
+_COMFY_LATENT_FORMATS = {"Flux": "flux", "SD3": "sd3", "SDXL": "sdxl", "Wan21": "qwenimage",
+                         "Flux2": "flux2"}
+
+
+def model_latent_format(model) -> tuple[Optional[str], str]:
+    """(pid_core format name or None, ComfyUI class name) of a connected MODEL."""
+    fmt = None
+    getter = getattr(model, "get_model_object", None)
+    if getter is not None:
+        try:
+            fmt = getter("latent_format")
+        except (AttributeError, KeyError):
+            fmt = None
+    if fmt is None:
+        fmt = getattr(getattr(model, "model", None), "latent_format", None)
+    if fmt is None:
+        return None, "unknown"
+    cls = type(fmt).__name__
+    return _COMFY_LATENT_FORMATS.get(cls), cls
+
+
+def model_sampling(model):
+    """The MODEL's sampling object (what KSampler uses to build its sigmas)."""
+    getter = getattr(model, "get_model_object", None)
+    if getter is not None:
+        return getter("model_sampling")
+    return model.model.model_sampling
+
+
+def comfy_calculate_sigmas() -> Optional[Callable[[Any, str, int], torch.Tensor]]:
+    samplers = _optional("comfy.samplers")
+    return samplers.calculate_sigmas if samplers is not None else None
+
+
+def scheduler_names(fallback: list[str]) -> list[str]:
+    samplers = _optional("comfy.samplers")
+    return list(samplers.KSampler.SCHEDULERS) if samplers is not None else list(fallback)
+
+
+def sampler_names(fallback: list[str]) -> list[str]:
+    samplers = _optional("comfy.samplers")
+    return list(samplers.KSampler.SAMPLERS) if samplers is not None else list(fallback)
+
+
+def discard_penultimate_samplers() -> set[str]:
+    samplers = _optional("comfy.samplers")
+    if samplers is None:
+        return {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
+    return set(samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS)
+
+
+def vae_latent_formats(vae) -> set[str]:
+    """Latent formats a VAE's latents can be, from its channel count and dimensionality.
+
+    FLUX.1 and SD3 VAEs share one architecture (16 ch, 2-D), so both stay possible; Qwen-Image's
+    is the 3-D Wan 2.1 VAE; FLUX.2's emits 128 packed channels (32 before packing).
+    """
+    ch = getattr(vae, "latent_channels", None)
+    dim = getattr(vae, "latent_dim", 2)
+    if ch == 4:
+        return {"sdxl"}
+    if ch in (32, 128):
+        return {"flux2"}
+    if ch == 16:
+        return {"qwenimage"} if dim == 3 else {"flux", "sd3"}
+    return set()
+
+
+def vae_description(vae) -> str:
+    ch = getattr(vae, "latent_channels", "?")
+    return f"{ch}-channel {'3-D' if getattr(vae, 'latent_dim', 2) == 3 else '2-D'}"
+
+
+
+def vae_encode(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """``vae.encode`` for an image batch ``[B, H, W, 3]`` in [0, 1] -> raw latent ``[B, ...]``.
+
+    ComfyUI's video VAEs (latent_dim 3, e.g. Qwen-Image's Wan 2.1 VAE) treat a batch as frames,
+    so those encode one image at a time.
+    """
+    if getattr(vae, "latent_dim", 2) != 3 or pixels.shape[0] == 1:
+        return vae.encode(pixels)
+    return torch.cat([vae.encode(pixels[i:i + 1]) for i in range(pixels.shape[0])], dim=0)

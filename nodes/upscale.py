@@ -1,0 +1,79 @@
+"""PiD Upscale 2K->4K: an image (about 2K) -> VAE latent of a 1/4-size copy -> PiD at 4x."""
+
+from __future__ import annotations
+
+from ..pid_core.color_anchor import anchor_colors as anchor_to_source
+from ..pid_core.sizing import decode_memory_bytes, resize_bchw, upscale_sizes
+from . import host
+from .pid_types import PID_MODEL
+from .resolve import LATENT_FORMAT_CHOICES, require_text_encoder
+from .resolve import latent_format as resolve_format
+from .text_encode import encode_prompt
+
+# Output sides snap to 64 px: the trained 2kto4k grid uses multiples of 64, and 64 is a multiple
+# of every output factor (32 for 8x VAEs, 64 for FLUX.2), so the 1/4-size VAE input is whole.
+SNAP = 64
+
+
+class PiDUpscale2Kto4K:
+    DESCRIPTION = (
+        "Upscales an image (about 2K, any aspect) to 4K with PiD: a copy downscaled to 1/4 of the "
+        "target is encoded with the VAE and decoded by PiD at 4x, then (by default) its colours "
+        "and broad tones are anchored to the source. Use a 2kto4k or v1.5 PiD checkpoint and the "
+        "VAE of its family.")
+    CATEGORY = "PiD"
+    FUNCTION = "upscale"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("Upscaled image [B, H, W, 3] in 0..1, long side = long_side (aspect kept, "
+                       "sides multiples of 64).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pid_model": (PID_MODEL, {"tooltip": (
+                    "From PiD Load Model: a 2kto4k or v1.5 checkpoint (trained for 2048..4096 px "
+                    "outputs).")}),
+                "image": ("IMAGE", {"tooltip": "The image to upscale (any size; ~2K is typical)."}),
+                "vae": ("VAE", {"tooltip": (
+                    "The VAE of the PiD checkpoint's family: FLUX.1 ae.safetensors for flux/v1.5, "
+                    "SDXL VAE for sdxl, SD3 VAE for sd3, Qwen-Image VAE for qwenimage, FLUX.2 VAE "
+                    "for flux2.")}),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
+                    "A description of the image (PiD is text-conditioned). Empty is allowed.")}),
+                "long_side": ("INT", {"default": 4096, "min": 1024, "max": 8192, "step": 64,
+                                      "tooltip": (
+                    "Output long side in px (aspect kept, both sides snapped to multiples of 64). "
+                    "2kto4k/v1.5 checkpoints are trained for 2048..4096.")}),
+                "anchor_colors": ("BOOLEAN", {"default": True, "tooltip": (
+                    "Keep colours and broad tones of the source: replace the output's structure "
+                    "coarser than ~32 output px with the source's. Off = raw PiD output.")}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                                 "control_after_generate": True, "tooltip": (
+                    "Seed of PiD's own noise (0..2^64-1). Changes fine texture only.")}),
+                "steps": ("INT", {"default": 4, "min": 1, "max": 4, "tooltip": (
+                    "PiD network calls, 1..4 (trained for 4; fewer is faster and softer).")}),
+                "latent_format": (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
+                    "How PiD reads the VAE's latent. auto = decided from the VAE and the "
+                    "checkpoint; choose explicitly if asked (flux = FLUX.1/Z-Image VAE).")}),
+            },
+        }
+
+    def upscale(self, pid_model, image, vae, prompt, long_side, anchor_colors=True, seed=0,
+                steps=4, latent_format="auto"):
+        dec = pid_model.decoder
+        fmt = resolve_format(latent_format, dec.info, vae=vae)
+        source = image.movedim(-1, 1)  # BHWC -> BCHW
+        out_hw, small_hw = upscale_sizes(source.shape[-2:], long_side, dec.info.sr_scale, SNAP)
+        small = resize_bchw(source, small_hw).clamp(0.0, 1.0)
+        latent = host.vae_encode(vae, small.movedim(1, -1)[..., :3])
+        text = encode_prompt(require_text_encoder(pid_model), [prompt])
+        memory = decode_memory_bytes(source.shape[0], out_hw, host.element_size(dec.net))
+        device = host.load_for_inference(pid_model.patcher, dec.net, memory)
+        pbar = host.progress_bar(steps)
+        out = dec.decode(latent.to(device), 0.0, text.to(device), seed=seed, steps=steps,
+                         latent_format=fmt, callback=host.step_callback(pbar))
+        if anchor_colors:
+            out = anchor_to_source(out, source[:, :3])
+        return (out.movedim(1, -1).to(host.intermediate_device()),)

@@ -1,0 +1,219 @@
+"""Every PiD node end to end on tiny random checkpoints, without ComfyUI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from node_helpers import ROOT, FakeModel, FakeVAE, TinyTextEncoder, load_pack, pack_module
+
+pack = load_pack()
+host = pack_module("nodes.host")
+errors = pack_module("pid_core.errors")
+random_weights = pack_module("pid_core.random_weights")
+LoadModel = pack.NODE_CLASS_MAPPINGS["PiD_LoadModel"]
+Decode = pack.NODE_CLASS_MAPPINGS["PiD_DecodeLatent"]
+Upscale = pack.NODE_CLASS_MAPPINGS["PiD_Upscale2Kto4K"]
+
+TINY_FILES = {"flux_v1.5": "pid_flux_v1.5.safetensors", "sdxl_2kto4k": "pid_sdxl_2kto4k.safetensors",
+              "flux2_v1.5": "pid_flux2_v1.5.safetensors", "flux_2k": "pid_flux_2k.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    (root / "pid").mkdir()
+    for release, name in TINY_FILES.items():
+        sd = random_weights.random_state_dict(random_weights.tiny_config(release), seed=1)
+        save_file(sd, str(root / "pid" / name))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def use_models_dir(models_dir, monkeypatch):
+    monkeypatch.setenv(host.ENV_MODELS_DIR, str(models_dir))
+
+
+def load(release="flux_v1.5", encoder="tiny"):
+    clip = TinyTextEncoder() if encoder == "tiny" else encoder
+    model, info = LoadModel().load(TINY_FILES[release], "none", "auto", clip=clip)
+    return model, info
+
+
+def decode(pid, latent, sigma=0.0, **kw):
+    args = dict(prompt="a red fox", seed=0, steps=4, latent_format="auto", output_long_side=0)
+    args.update(kw)
+    return Decode().decode(pid, {"samples": latent}, sigma, **args)[0]
+
+
+def test_mappings_ids_and_display_names():
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS == {
+        "PiD_LoadModel": "PiD Load Model", "PiD_DecodeLatent": "PiD Decode Latent",
+        "PiD_StopSigma": "PiD Stop Sigma", "PiD_Upscale2Kto4K": "PiD Upscale 2K→4K"}
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert "PiDConditioning" not in pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.mark.parametrize("node_id", ["PiD_LoadModel", "PiD_DecodeLatent", "PiD_StopSigma",
+                                     "PiD_Upscale2Kto4K"])
+def test_node_metadata_and_tooltips(node_id):
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    assert cls.CATEGORY == "PiD" and cls.DESCRIPTION and callable(getattr(cls(), cls.FUNCTION))
+    assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
+    spec = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, entry in spec.get(section, {}).items():
+            opts = entry[1] if len(entry) > 1 else {}
+            assert len(opts.get("tooltip", "")) > 15, f"{node_id}.{name} has no useful tooltip"
+
+
+def test_node_files_stay_small():
+    for f in ["load_model.py", "decode_latent.py", "stop_sigma.py", "upscale.py"]:
+        assert len((ROOT / "nodes" / f).read_text().splitlines()) <= 150, f
+
+
+def test_load_model_lists_files_and_reports_variant():
+    names = LoadModel.INPUT_TYPES()["required"]["checkpoint"][0]
+    assert set(TINY_FILES.values()) <= set(names)
+    model, info = load("sdxl_2kto4k")
+    assert "version v1" in info and "sdxl" in info and model.info.family == "sdxl"
+    assert model.patcher is None  # no ComfyUI: plain torch, CPU
+    assert model.info.latent_channels == 4
+
+
+def test_load_model_without_files_explains(monkeypatch, tmp_path):
+    monkeypatch.setenv(host.ENV_MODELS_DIR, str(tmp_path))
+    choices = LoadModel.INPUT_TYPES()["required"]["checkpoint"][0]
+    assert choices == [pack_module("nodes.load_model").NO_FILES]
+    with pytest.raises(errors.CheckpointReadError, match="models/pid"):
+        LoadModel().load(choices[0], "none", "auto")
+
+
+def test_decode_flux_shape_range_determinism():
+    model, _ = load()
+    latent = torch.randn(2, 16, 4, 6, generator=torch.Generator().manual_seed(0))
+    a = decode(model, latent, 0.3, latent_format="flux")
+    b = decode(model, latent, 0.3, latent_format="flux")
+    c = decode(model, latent, 0.3, latent_format="flux", seed=1)
+    assert a.shape == (2, 128, 192, 3) and a.dtype == torch.float32  # BHWC, x32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_decode_auto_format_from_connected_model():
+    model, _ = load()
+    latent = torch.randn(1, 16, 4, 4)
+    ref = decode(model, latent, latent_format="flux")
+    assert torch.equal(decode(model, latent, model=FakeModel("Flux")), ref)
+    with pytest.raises(errors.LatentMismatchError, match="Connect the LDM's MODEL"):
+        decode(model, latent)  # flux/qwenimage look alike: ask
+    with pytest.raises(errors.LatentMismatchError, match="'sd3'"):
+        decode(model, latent, model=FakeModel("SD3"))  # v1.5 was not trained on SD3
+    with pytest.raises(errors.LatentMismatchError, match="SD15"):
+        decode(model, latent, model=FakeModel("SD15"))
+
+
+def test_decode_latent_checkpoint_mismatch():
+    model, _ = load("sdxl_2kto4k")
+    with pytest.raises(errors.LatentMismatchError, match="expects 4-channel latents"):
+        decode(model, torch.randn(1, 16, 4, 4))
+
+
+def test_decode_sdxl_ve_sigma_and_flux2_factor():
+    model, _ = load("sdxl_2kto4k")
+    out = decode(model, torch.randn(1, 4, 4, 4) * 5, 5.0)  # VE sigma > 1 is fine for SDXL
+    assert out.shape == (1, 128, 128, 3)
+    model, _ = load("flux2_v1.5")
+    assert decode(model, torch.randn(1, 128, 2, 3)).shape == (1, 128, 192, 3)  # x64
+
+
+def test_decode_qwen_5d_latent_and_long_side():
+    model, _ = load()
+    out = decode(model, torch.randn(1, 16, 1, 4, 4), latent_format="qwenimage")
+    assert out.shape == (1, 128, 128, 3)
+    out = decode(model, torch.randn(1, 16, 4, 6), latent_format="flux", output_long_side=160)
+    assert out.shape == (1, 112, 160, 3)  # aspect kept, multiples of 16
+
+
+def test_decode_progress_and_interruption(monkeypatch):
+    model, _ = load()
+    bars = []
+    real = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
+    decode(model, torch.randn(1, 16, 4, 4), latent_format="flux", steps=3)
+    assert bars[-1].updates == 3 and bars[-1].current == bars[-1].total == 3
+
+    class Interrupted(Exception):
+        pass
+
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted()
+
+    monkeypatch.setattr(host, "check_interrupted", interrupt)
+    with pytest.raises(Interrupted):
+        decode(model, torch.randn(1, 16, 4, 4), latent_format="flux")
+    assert len(calls) == 2  # stopped after the second network call
+
+
+def test_decode_without_text_encoder_explains():
+    model, _ = load(encoder=None)
+    assert model.text_encoder is None
+    with pytest.raises(errors.TextEncodingError, match="models/text_encoders"):
+        decode(model, torch.randn(1, 16, 4, 4), latent_format="flux")
+
+
+def test_upscale_keeps_aspect_and_anchors_colors():
+    model, _ = load()
+    vae = FakeVAE(16)
+    image = torch.rand(2, 100, 150, 3, generator=torch.Generator().manual_seed(0))
+    raw = Upscale().upscale(model, image, vae, "x", 256, False, 0, 2, "auto")[0]
+    anchored = Upscale().upscale(model, image, vae, "x", 256, True, 0, 2, "auto")[0]
+    assert raw.shape == anchored.shape == (2, 192, 256, 3)
+    assert vae.encoded_shapes[0] == (2, 48, 64, 3)  # 1/4 of the output goes through the VAE
+    src_mean = image.mean(dim=(1, 2))
+    assert (anchored.mean(dim=(1, 2)) - src_mean).abs().max() < (raw.mean(dim=(1, 2)) - src_mean
+                                                                  ).abs().max()
+
+
+def test_upscale_with_a_video_vae_encodes_each_image(monkeypatch):
+    model, _ = load()
+    vae = FakeVAE(16, latent_dim=3)  # Qwen-Image's Wan 2.1 VAE: auto picks qwenimage
+    formats = []
+    real = model.decoder.decode
+    monkeypatch.setattr(model.decoder, "decode",
+                        lambda *a, **k: formats.append(k["latent_format"]) or real(*a, **k))
+    out = Upscale().upscale(model, torch.rand(2, 64, 64, 3), vae, "", 128, True, 0, 1, "auto")[0]
+    assert out.shape == (2, 128, 128, 3) and len(vae.encoded_shapes) == 2
+    assert formats == ["qwenimage"]
+
+
+def test_upscale_vae_family_must_fit_checkpoint():
+    model, _ = load()
+    with pytest.raises(errors.LatentMismatchError, match="4-channel 2-D"):
+        Upscale().upscale(model, torch.rand(1, 64, 64, 3), FakeVAE(4), "", 256, True, 0, 1, "auto")
+    model_v1, _ = load("flux_2k")  # v1 16ch: flux or sd3, and the VAE cannot tell them apart
+    with pytest.raises(errors.LatentMismatchError, match="choose latent_format explicitly"):
+        Upscale().upscale(model_v1, torch.rand(1, 64, 64, 3), FakeVAE(16), "", 256, True, 0, 1,
+                          "auto")
+
+
+def test_stop_sigma_output_feeds_decode():
+    from test_nodes_stop_sigma import FluxSampling
+    sigma, _ = pack.NODE_CLASS_MAPPINGS["PiD_StopSigma"]().compute(
+        FakeModel("Flux", FluxSampling()), "euler", "simple", 28, 24, "enable")
+    model, _ = load()
+    out = decode(model, torch.randn(1, 16, 4, 4), sigma, model=FakeModel("Flux", FluxSampling()))
+    assert out.shape == (1, 128, 128, 3) and isinstance(sigma, float)
+
+
+def test_register_model_folder_is_a_no_op_without_comfyui():
+    host.register_model_folder()
+    assert host.comfy_available() is False
+    assert Path(host.pid_dir()).name == "pid"

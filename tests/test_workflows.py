@@ -1,0 +1,191 @@
+"""Every shipped workflow against the node definitions: types exist, links fit, widgets fit.
+
+Core node definitions come from tests/fixtures/core_nodes.json (recorded from a real ComfyUI's
+/object_info); the pack's nodes from their live INPUT_TYPES.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from node_helpers import ROOT, load_pack
+
+CORE = json.loads((ROOT / "tests/fixtures/core_nodes.json").read_text())
+FRONTEND_ONLY = {"Note", "MarkdownNote"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+MODEL_EXT = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".gguf")
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+# Combos of our nodes whose choices come from ComfyUI at run time (fallback lists in tests).
+HOST_COMBOS = {("PiD_StopSigma", "sampler_name"): ("KSamplerAdvanced", "sampler_name"),
+               ("PiD_StopSigma", "scheduler"): ("KSamplerAdvanced", "scheduler")}
+FILE_COMBOS = {("PiD_LoadModel", "checkpoint"): "pid", ("PiD_LoadModel", "text_encoder"): "text_encoders"}
+LDM_WORKFLOWS = {"pid_flux1_dev_stop24of28_2048", "pid_zimage_turbo_x0_4k", "pid_sdxl_stop26of30_4k",
+                 "pid_sd3_stop24of28_4k", "pid_flux2_klein_4k", "pid_qwen_image_stop44of50_4k"}
+
+
+def definitions() -> dict:
+    defs = dict(CORE["nodes"], **CORE["newer_comfyui"]["nodes"])
+    for name, cls in load_pack().NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        for (node, inp), (core_node, core_inp) in HOST_COMBOS.items():
+            if node == name:
+                spec["required"][inp] = CORE["nodes"][core_node]["input"]["required"][core_inp]
+        for (node, inp), folder in FILE_COMBOS.items():
+            if node == name:
+                spec["required"][inp] = [{"files": folder}]
+        defs[name] = {"input": spec, "input_order": {s: list(v) for s, v in spec.items()},
+                      "output": list(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES)}
+    return defs
+
+
+DEFS = definitions()
+
+
+def spec_of(ntype, name):
+    d = DEFS[ntype]["input"]
+    return d.get("required", {}).get(name) or d.get("optional", {}).get(name)
+
+
+def is_widget(spec):
+    return isinstance(spec[0], (list, dict)) or spec[0] in WIDGET_TYPES
+
+
+def widget_specs(ntype):
+    d = DEFS[ntype]
+    return [(n, d["input"][s][n]) for s in ("required", "optional")
+            for n in d["input_order"].get(s, []) if is_widget(d["input"][s][n])]
+
+
+def check_value(ntype, name, spec, value):
+    t, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    where = f"{ntype}.{name}={value!r}"
+    if isinstance(t, dict):  # a list of files: any file name of the right kind
+        assert isinstance(value, str) and value, where
+        if t["files"] not in ("input",):
+            assert value.endswith(MODEL_EXT), where
+        return
+    if isinstance(t, list):
+        extra = CORE["newer_comfyui"]["combo_additions"].get(f"{ntype}.{name}", [])
+        assert value in t + extra, f"{where} not in {t + extra}"
+        return
+    if t == "BOOLEAN":
+        assert isinstance(value, bool), where
+    elif t == "STRING":
+        assert isinstance(value, str), where
+    else:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+        if t == "INT":
+            assert isinstance(value, int), where
+        assert opts.get("min", -float("inf")) <= value <= opts.get("max", float("inf")), where
+
+
+@pytest.fixture(params=WORKFLOWS, ids=lambda p: p.stem)
+def workflow(request):
+    return request.param.stem, json.loads(request.param.read_text())
+
+
+def test_workflows_exist():
+    assert {p.stem for p in WORKFLOWS} >= LDM_WORKFLOWS | {"pid_upscale_2k_to_4k",
+                                                           "pid_decode_saved_latent"}
+
+
+def test_node_types_exist_and_a_note_explains(workflow):
+    _, wf = workflow
+    types = [n["type"] for n in wf["nodes"]]
+    unknown = [t for t in types if t not in DEFS and t not in FRONTEND_ONLY]
+    assert not unknown, f"unknown node types {unknown}"
+    notes = [n for n in wf["nodes"] if n["type"] in FRONTEND_ONLY]
+    assert notes and all("models/" in n["widgets_values"][0] or "ComfyUI/" in n["widgets_values"][0]
+                         for n in notes)
+    assert len({n["id"] for n in wf["nodes"]}) == len(wf["nodes"])
+
+
+def test_links_connect_matching_types(workflow):
+    _, wf = workflow
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for lid, src, src_slot, dst, dst_slot, ltype in wf["links"]:
+        s, d = nodes[src], nodes[dst]
+        assert DEFS[s["type"]]["output"][src_slot] == ltype == s["outputs"][src_slot]["type"]
+        assert lid in s["outputs"][src_slot]["links"]
+        inp = d["inputs"][dst_slot]
+        assert inp["link"] == lid
+        name = (inp.get("widget") or {}).get("name", inp["name"])
+        spec = spec_of(d["type"], name)
+        assert spec is not None, f"{d['type']} has no input {name}"
+        expected = spec[0]
+        assert expected == ltype or (isinstance(expected, list) and ltype == "COMBO"), \
+            f"link {lid}: {ltype} into {d['type']}.{name} ({expected})"
+
+
+def test_required_sockets_are_connected(workflow):
+    _, wf = workflow
+    for n in wf["nodes"]:
+        if n["type"] in FRONTEND_ONLY:
+            continue
+        connected = {(i.get("widget") or {}).get("name", i["name"]) for i in n["inputs"] if i["link"]}
+        for name, spec in DEFS[n["type"]]["input"].get("required", {}).items():
+            if not is_widget(spec):
+                assert name in connected, f"{n['type']} (node {n['id']}): '{name}' not connected"
+
+
+def test_widget_values_fit(workflow):
+    _, wf = workflow
+    for n in wf["nodes"]:
+        if n["type"] in FRONTEND_ONLY:
+            continue
+        values, i = n.get("widgets_values", []), 0
+        for name, spec in widget_specs(n["type"]):
+            assert i < len(values), f"{n['type']}: no value for {name}"
+            check_value(n["type"], name, spec, values[i])
+            i += 1
+            opts = spec[1] if len(spec) > 1 else {}
+            if opts.get("control_after_generate"):
+                assert values[i] in ("fixed", "increment", "decrement", "randomize")
+                i += 1
+            if opts.get("image_upload"):
+                i += 1
+        assert i == len(values), f"{n['type']}: {len(values)} values for {i} widgets"
+
+
+def _linked_source(wf, node, name):
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for inp in node["inputs"]:
+        if (inp.get("widget") or {}).get("name", inp["name"]) == name and inp["link"]:
+            link = next(lk for lk in wf["links"] if lk[0] == inp["link"])
+            return nodes[link[1]], link[2]
+    return None
+
+
+def _widget(node, name):
+    names = [n for n, _ in widget_specs(node["type"])]
+    values, i = node["widgets_values"], 0
+    for n, spec in widget_specs(node["type"]):
+        if n == name:
+            return values[i]
+        i += 2 if (len(spec) > 1 and spec[1].get("control_after_generate")) else 1
+    raise KeyError(f"{name} not in {names}")
+
+
+def test_ldm_workflows_stop_sigma_matches_the_sampler(workflow):
+    name, wf = workflow
+    if name not in LDM_WORKFLOWS:
+        pytest.skip("no LDM in this workflow")
+    by_type = {}
+    for n in wf["nodes"]:
+        by_type.setdefault(n["type"], []).append(n)
+    (stop,), (dec,) = by_type["PiD_StopSigma"], by_type["PiD_DecodeLatent"]
+    assert _linked_source(wf, dec, "sigma")[0] is stop
+    assert _linked_source(wf, dec, "model") is not None  # latent_format auto reads the MODEL
+    for ks in by_type.get("KSamplerAdvanced", []):
+        assert _widget(ks, "return_with_leftover_noise") == "enable"
+        for w in ("steps", "end_at_step"):
+            src_ks, src_stop = _linked_source(wf, ks, w), _linked_source(wf, stop, w)
+            assert src_ks == src_stop and (src_ks is not None or _widget(ks, w) == _widget(stop, w))
+        for w in ("sampler_name", "scheduler"):
+            assert _widget(ks, w) == _widget(stop, w)
+        assert _linked_source(wf, ks, "model") == _linked_source(wf, stop, "model")
+    if "KSamplerAdvanced" not in by_type:  # custom sampler: Stop Sigma reads the same SIGMAS
+        (run,) = by_type["SamplerCustomAdvanced"]
+        assert _linked_source(wf, run, "sigmas") == _linked_source(wf, stop, "sigmas")
