@@ -16,6 +16,8 @@ from torch import nn
 from .rope import apply_rope
 
 NORM_EPS = 1e-6
+# A fused qkv output larger than this is produced as three separate GEMMs (peak memory).
+QKV_SPLIT_BYTES = 64 << 20
 
 
 class RMSNorm(nn.Module):
@@ -27,9 +29,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.to(x.dtype) * self.weight.to(x.dtype)
+        # F.rms_norm upcasts to fp32 internally and casts back to x's dtype: the same math as
+        # ``(x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)`` (bit-identical on CPU, checked
+        # in tests), in one fused kernel where the backend has one. The weight multiplies after
+        # the cast, as upstream.
+        return F.rms_norm(x, (x.shape[-1],), None, self.eps) * self.weight.to(x.dtype)
+
+
+def _plain_linear(lin: nn.Module, like: torch.Tensor, bias: bool = True) -> bool:
+    """True when ``lin`` is a stock Linear whose weight can be sliced and used directly.
+
+    Host layers that cast or offload their weights (ComfyUI's ``comfy.ops``) must run through
+    their own ``forward``; for them the fused computation is used instead.
+    """
+    return (type(lin).forward is nn.Linear.forward and not getattr(lin, "comfy_cast_weights", False)
+            and (lin.bias is not None) == bias and lin.weight.device == like.device
+            and lin.weight.dtype == like.dtype)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -39,6 +54,28 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SDPA over ``[B, heads, N, d]`` with the default ``1/sqrt(d)`` scale, no mask."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+def qkv_heads(lin: nn.Module, q_norm: nn.Module, k_norm: nn.Module, x: torch.Tensor, rope, heads: int):
+    """q, k, v ``[B, heads, N, d]`` from a fused qkv Linear; q/k RMS-normed and rotated.
+
+    For a stock Linear and a large input the three projections run as separate GEMMs on row
+    slices of its weight (views, no copy), so the fused ``[B, N, 3*dim]`` output never exists
+    whole; small inputs (the text stream) keep the one fused GEMM, which is faster; host
+    layers (``comfy.ops``) run their own forward.
+    """
+    cos, sin = rope
+    if x.numel() * 3 * x.element_size() > QKV_SPLIT_BYTES and _plain_linear(lin, x, bias=False):
+        w = lin.weight.reshape(3, -1, lin.weight.shape[-1])
+
+        def part(j):
+            return F.linear(x, w[j]).unflatten(-1, (heads, -1)).transpose(1, 2)
+
+        q = apply_rope(q_norm(part(0)), cos, sin)   # one projection alive at a time
+        k = apply_rope(k_norm(part(1)), cos, sin)
+        return q, k, part(2)
+    q, k, v = lin(x).unflatten(-1, (3, heads, -1)).permute(2, 0, 3, 1, 4)
+    return apply_rope(q_norm(q), cos, sin), apply_rope(k_norm(k), cos, sin), v
 
 
 class TimestepEmbedder(nn.Module):
@@ -116,9 +153,7 @@ class JointAttention(nn.Module):
         self.proj_y = operations.Linear(dim, dim, **kw)
 
     def _qkv(self, lin, qn, kn, x, rope):
-        q, k, v = lin(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        cos, sin = rope
-        return apply_rope(qn(q), cos, sin), apply_rope(kn(k), cos, sin), v
+        return qkv_heads(lin, qn, kn, x, rope, self.heads)
 
     def forward(self, x, y, rope_x, rope_y):
         qx, kx, vx = self._qkv(self.qkv_x, self.q_norm_x, self.k_norm_x, x, rope_x)
@@ -145,13 +180,23 @@ class PatchBlock(nn.Module):
         self.adaLN_modulation_img = nn.Sequential(operations.Linear(dim, 6 * dim, **kw))
         self.adaLN_modulation_txt = nn.Sequential(operations.Linear(dim, 6 * dim, **kw))
 
-    def forward(self, x, y, c, rope_x, rope_y, update_text: bool = True):
+    def forward(self, x, y, c, rope_x, rope_y, update_text: bool = True, chunk: int | None = None):
+        """``chunk``: image tokens (summed over the batch) per slice of the MLP; None = all."""
         sx, cx, gx, sx2, cx2, gx2 = self.adaLN_modulation_img(c).chunk(6, dim=-1)
         sy, cy, gy, sy2, cy2, gy2 = self.adaLN_modulation_txt(c).chunk(6, dim=-1)
         ax, ay = self.attn(modulate(self.norm_x1(x), sx, cx), modulate(self.norm_y1(y), sy, cy),
                            rope_x, rope_y)
         x = x + gx * ax
-        x = x + gx2 * self.mlp_x(modulate(self.norm_x2(x), sx2, cx2))
+        del ax
+        step = x.shape[1] if not chunk else max(1, int(chunk) // x.shape[0])
+        if step >= x.shape[1]:
+            x = x + gx2 * self.mlp_x(modulate(self.norm_x2(x), sx2, cx2))
+        else:  # token-wise, so slicing the token axis changes nothing but the peak memory
+            out = x if not torch.is_grad_enabled() else torch.empty_like(x)  # x is ours: reuse it
+            for i in range(0, x.shape[1], step):
+                xs = x[:, i:i + step]
+                out[:, i:i + step] = xs + gx2 * self.mlp_x(modulate(self.norm_x2(xs), sx2, cx2))
+            x = out
         if update_text:  # the last block's text output is never consumed
             y = y + gy * ay
             y = y + gy2 * self.mlp_y(modulate(self.norm_y2(y), sy2, cy2))
@@ -181,18 +226,21 @@ class PixelAttention(nn.Module):
         self.proj = operations.Linear(dim, dim, **kw)
 
     def forward(self, x, rope):
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        cos, sin = rope
-        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
+        q, k, v = qkv_heads(self.qkv, self.q_norm, self.k_norm, x, rope, self.heads)
         return self.proj(attention(q, k, v).transpose(1, 2).flatten(2))
 
 
 class PixelBlock(nn.Module):
     """PiTBlock: per-pixel adaLN (modulation per in-patch pixel), attention across patches.
 
-    The per-pixel modulation ``[B*L, P^2, 6*D]`` is the largest activation of the network, so the
-    token-wise parts run in chunks of ``chunk`` patch tokens (None = all at once); results are
-    identical because every op in them is row-wise.
+    The per-pixel modulation ``[B*L, P^2, 6*D]`` is the largest activation of the network
+    (96 values per output pixel), so the block never materialises it whole: the patch tokens
+    are processed in slices of ``chunk`` rows, before attention with only the (shift1, scale1)
+    rows of the fused ``adaLN_modulation.0`` Linear and after it with the other four chunks
+    (row slices of the same weight, so nothing is computed twice and the state dict is
+    unchanged). With a single slice the fused Linear runs once, as upstream. Every op outside
+    the attention is row-wise, so the slicing does not change the maths (only, at most, the
+    last bit of a GEMM's rounding).
     """
 
     def __init__(self, cond_dim: int, pixel_dim: int, attn_dim: int, heads: int, p2: int,
@@ -208,27 +256,70 @@ class PixelBlock(nn.Module):
         self.mlp = PixelMLP(pixel_dim, mlp_hidden, operations=operations, **kw)
         self.adaLN_modulation = nn.Sequential(operations.Linear(cond_dim, 6 * p2 * pixel_dim, **kw))
 
-    def _modulation(self, s_cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.adaLN_modulation(s_cond).view(-1, self.p2, 6 * self.pixel_dim)
-        return m.chunk(6, dim=-1)
+    def _split_modulation(self, like: torch.Tensor):
+        """Row slices of the fused adaLN Linear: ((W, b) for chunks 0-1, (W, b) for chunks 2-5),
+        used when the tokens are processed in several slices (together one copy of the weight).
 
-    def forward(self, p: torch.Tensor, s_cond: torch.Tensor, batch: int, rope, chunk=None):
+        Output feature ``p*6*D + j*D + d`` (pixel p, chunk j, channel d; PID_SPEC 1.5), so chunk
+        group ``j0:j1`` is ``weight.view(P^2, 6, D, -1)[:, j0:j1]``. None for host layers.
+        """
+        lin = self.adaLN_modulation[0]
+        if not _plain_linear(lin, like):
+            return None
+        d, p2 = self.pixel_dim, self.p2
+        w = lin.weight.reshape(p2, 6, d, -1)
+        b = lin.bias.reshape(p2, 6, d)
+        return ((w[:, :2].reshape(p2 * 2 * d, -1), b[:, :2].reshape(-1)),
+                (w[:, 2:].reshape(p2 * 4 * d, -1), b[:, 2:].reshape(-1)))
+
+    def _mod(self, s: torch.Tensor, split, first: bool) -> tuple[torch.Tensor, ...]:
+        """(shift1, scale1) if ``first`` else (gate1, shift2, scale2, gate2), each ``[n, P^2, D]``."""
+        d, p2 = self.pixel_dim, self.p2
+        if split is not None:
+            w, b = split[0] if first else split[1]
+            return F.linear(s, w, b).view(-1, p2, 2 if first else 4, d).unbind(2)
+        m = self.adaLN_modulation(s).view(-1, p2, 6, d)
+        return m[:, :, :2].unbind(2) if first else m[:, :, 2:].unbind(2)
+
+    def forward(self, p: torch.Tensor, s_cond: torch.Tensor, batch: int, rope, chunk=None,
+                inplace: bool = False):
+        """``p [B*L, P^2, D]``, ``s_cond [B*L, C]``; ``chunk`` rows per slice (None = all).
+
+        ``inplace=True`` lets the block overwrite ``p`` (the caller's pixel stream) when
+        autograd is off, saving one copy of the largest tensor.
+        """
         n = p.shape[0]
         step = n if not chunk or chunk >= n else max(1, int(chunk))
-        whole = self._modulation(s_cond) if step == n else None  # one pass: keep it for both halves
-        compressed = []
+        whole = split = None
+        if step == n:  # one slice: the fused Linear once, both halves from it (no weight copy)
+            m = self.adaLN_modulation(s_cond).view(-1, self.p2, 6, self.pixel_dim)
+            whole = (m[:, :, :2].unbind(2), m[:, :, 2:].unbind(2))
+        else:
+            split = self._split_modulation(s_cond)
+        compressed = None
         for i in range(0, n, step):
-            sh1, sc1 = (whole or self._modulation(s_cond[i:i + step]))[:2]
-            h = modulate(self.norm1(p[i:i + step]), sh1, sc1)
-            compressed.append(self.compress_to_attn(h.flatten(1)))
-        a = self.attn(torch.cat(compressed).view(batch, n // batch, -1), rope).flatten(0, 1)
-        out = []
+            sh1, sc1 = whole[0] if whole else self._mod(s_cond[i:i + step], split, first=True)
+            c = self.compress_to_attn(modulate(self.norm1(p[i:i + step]), sh1, sc1).flatten(1))
+            if step == n:
+                compressed = c
+                break
+            if compressed is None:
+                compressed = c.new_empty((n, c.shape[1]))
+            compressed[i:i + step] = c
+        del c, sh1, sc1
+        a = self.attn(compressed.view(batch, n // batch, -1), rope).flatten(0, 1)
+        del compressed
+        out = None
         for i in range(0, n, step):
-            _, _, g1, sh2, sc2, g2 = whole or self._modulation(s_cond[i:i + step])
-            upd = self.expand_from_attn(a[i:i + step]).view(-1, self.p2, self.pixel_dim)
-            q = p[i:i + step] + g1 * upd
-            out.append(q + g2 * self.mlp(modulate(self.norm2(q), sh2, sc2)))
-        return torch.cat(out) if len(out) > 1 else out[0]
+            g1, sh2, sc2, g2 = whole[1] if whole else self._mod(s_cond[i:i + step], split, first=False)
+            q = p[i:i + step] + g1 * self.expand_from_attn(a[i:i + step]).view(-1, self.p2, self.pixel_dim)
+            q = q + g2 * self.mlp(modulate(self.norm2(q), sh2, sc2))
+            if step == n:
+                return q
+            if out is None:
+                out = p if inplace and not torch.is_grad_enabled() else torch.empty_like(p)
+            out[i:i + step] = q
+        return out
 
 
 class FinalLayer(nn.Module):
@@ -237,5 +328,15 @@ class FinalLayer(nn.Module):
         self.norm = RMSNorm(pixel_dim, dtype=dtype, device=device)
         self.linear = operations.Linear(pixel_dim, out_channels, dtype=dtype, device=device)
 
-    def forward(self, p):
-        return self.linear(self.norm(p))
+    def forward(self, p, chunk=None):
+        """``p [N, P^2, D] -> [N, P^2, out]``, in slices of ``chunk`` rows (None = all)."""
+        n = p.shape[0]
+        if not chunk or chunk >= n:
+            return self.linear(self.norm(p))
+        out = None
+        for i in range(0, n, int(chunk)):
+            o = self.linear(self.norm(p[i:i + int(chunk)]))
+            if out is None:
+                out = o.new_empty((n,) + o.shape[1:])
+            out[i:i + int(chunk)] = o
+        return out

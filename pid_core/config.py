@@ -132,7 +132,7 @@ RELEASES = (
 )
 RELEASES_BY_NAME = {r.name: r for r in RELEASES}
 HF_REPO = "nvidia/PiD"
-WEIGHTS_LICENSE = "NVIDIA Open Model License (non-commercial) - see the nvidia/PiD model card"
+WEIGHTS_LICENSE = "NVIDIA non-commercial licence (terms on the nvidia/PiD model card)"
 
 
 def from_upstream_kwargs(kw: dict) -> PiDNetConfig:

@@ -9,6 +9,7 @@ PiT gate presence, and the backbone dims (so tiny test nets are recognised the s
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import torch
 
 from .config import RELEASES, PiDNetConfig
 from .errors import NotAPiDCheckpointError, UnsupportedCheckpointError
+
+log = logging.getLogger(__name__)
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "net.")
 SIGNATURE = ("lq_proj.latent_proj.0.weight", "pixel_embedder.proj.weight", "y_pos_embedding")
@@ -94,6 +97,10 @@ def check_is_pid(sd: dict[str, torch.Tensor], name: str) -> None:
     if any(s in sd for s in SIGNATURE):
         return
     keys = set(sd)
+    if not keys:
+        raise NotAPiDCheckpointError(
+            f"'{name}' holds no tensors at all; a PiD decoder has about 600. The file is an empty "
+            f"export or an unfinished download: get the decoder file again.")
     for markers, what in _OTHER_MODELS:
         if any(any(k.endswith(m) for k in keys) for m in markers):
             raise NotAPiDCheckpointError(
@@ -185,7 +192,39 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
     if family == "16ch" and version == "v1.5" and "qwen" in hint:
         formats = ("qwenimage", "flux")
     release = _match_release(cfg, family, version, resolution, formats)
+    _warn_name_conflict(name, hint, family, version)
     return Detection(cfg, family, version, resolution, formats, release)
+
+
+# File-name words -> what they promise, to flag a misnamed file (the tensors decide, not the name).
+_HINT_VERSION = (("v1.5", "v1.5"), ("v1pt5", "v1.5"), ("v15", "v1.5"))
+_HINT_FAMILY = (("flux2", "flux2"), ("klein", "flux2"), ("sdxl", "sdxl"), ("dinov2", "dinov2"),
+                ("siglip", "siglip"))
+
+
+def _warn_name_conflict(name: str, hint: str, family: str, version: str) -> None:
+    """Log a warning when the file name names another variant than the tensors are."""
+    if not hint:
+        return
+    said = []
+    hinted_version = next((v for word, v in _HINT_VERSION if word in hint), None)
+    if hinted_version is None and re.search(r"(^|[^a-z0-9])2k([^a-z0-9t]|$)", hint):
+        hinted_version = "v1"   # "*_2k" is a v1 release name; v1.5 releases are all 2kto4k
+    if hinted_version is not None and hinted_version != version:
+        said.append(f"version {hinted_version}")
+    hinted_family = next((f for word, f in _HINT_FAMILY if word in hint), None)
+    if hinted_family is None and re.search(r"(flux|sd3|qwen|zimage)", hint):
+        hinted_family = "16ch"
+    if hinted_family is not None and hinted_family != family:
+        said.append(f"the {hinted_family} family")
+    if "qwen" in hint and version == "v1":
+        said.append("Qwen-Image (only released as v1.5)")
+    if said:
+        log.warning(
+            "PiD file '%s': its name suggests %s, but its tensors are a %s %s decoder; using what "
+            "the tensors say. Rename the file to match (e.g. pid_<release>.safetensors) so the "
+            "right latent format and size range are offered.", name, " and ".join(said), family,
+            version)
 
 
 def _interval(sd, gate_prefix: str, block_prefix: str) -> int:

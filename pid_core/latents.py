@@ -36,6 +36,16 @@ _QWEN_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
 # A hint for error messages: which backbones produce a latent with this many channels.
 _CHANNEL_HINTS = {4: "SDXL", 16: "FLUX.1 / Z-Image / SD3 / Qwen-Image", 128: "FLUX.2"}
 
+# Largest |value| accepted in a raw LATENT. Real VAE latents stay within a few tens; far beyond
+# this the tensor is garbage (or fp16 overflow) and would decode to a saturated image silently.
+LATENT_ABS_LIMIT = 1e4
+
+
+def channel_hint(channels: int) -> str:
+    """`` (that looks like a SDXL latent)`` for known channel counts, else ``""``."""
+    seen = _CHANNEL_HINTS.get(int(channels))
+    return f" (that looks like a {seen} latent)" if seen else ""
+
 
 @dataclass(frozen=True)
 class LatentFormat:
@@ -96,8 +106,7 @@ class LatentFormat:
         """Raise LatentMismatchError when ``z`` (4-D) has the wrong channel count."""
         if self.channels is None or z.shape[1] == self.channels:
             return
-        seen = _CHANNEL_HINTS.get(z.shape[1])
-        looks_like = f" (that looks like a {seen} latent)" if seen else ""
+        looks_like = channel_hint(z.shape[1])
         raise LatentMismatchError(
             f"latent format '{self.name}' ({self.description}) expects {self.channels}-channel "
             f"latents [B,{self.channels},h,w]; the LATENT has shape {tuple(z.shape)} with "
@@ -175,9 +184,12 @@ def as_4d(latent: Tensor) -> Tensor:
             "PiD decodes single images: expected [B,C,h,w] or [B,C,1,h,w]. "
             "Decode video latents one frame at a time."
         )
+    fix = ("A [C,h,w] tensor lacks the batch axis: add it with latent.unsqueeze(0)."
+           if latent.dim() == 3 else
+           "Connect LATENT['samples'] from a sampler, VAE Encode or Load Latent.")
     raise PiDInputError(
         f"got a {latent.dim()}-D latent of shape {tuple(latent.shape)}; "
-        "expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE)."
+        f"expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE). {fix}"
     )
 
 
@@ -189,10 +201,13 @@ def _sigma_vector(sigma, batch: int, device) -> Tensor:
     """Number, 0-d, [1] or [B] sigma -> float32 [B] on ``device``, checked finite and >= 0."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, Tensor)):
         raise PiDInputError(
-            f"sigma must be a number or a tensor of shape [B]; got {type(sigma).__name__}."
+            f"sigma must be a number or a tensor of shape [B]; got {type(sigma).__name__} "
+            f"({sigma!r:.40}). {_SIGMA_FIX}"
         )
     if isinstance(sigma, (int, float)) and not math.isfinite(sigma):
-        raise PiDInputError(f"sigma must be finite; got {sigma}.")
+        raise PiDInputError(f"sigma must be a finite number; got {sigma}. {_SIGMA_FIX}")
+    if isinstance(sigma, Tensor) and (sigma.is_complex() or sigma.dtype == torch.bool):
+        raise PiDInputError(f"sigma must be a real number; got a {sigma.dtype} tensor. {_SIGMA_FIX}")
     s = torch.as_tensor(sigma, dtype=torch.float32, device=device).reshape(-1)
     if s.numel() == 1:
         s = s.expand(batch).clone()
@@ -202,8 +217,13 @@ def _sigma_vector(sigma, batch: int, device) -> Tensor:
             f"pass one sigma or one per latent ([{batch}])."
         )
     if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
-        raise PiDInputError(f"sigma must be finite and >= 0; got {s.tolist()}.")
+        raise PiDInputError(
+            f"sigma must be finite and >= 0 (a noise level); got {s.tolist()}. {_SIGMA_FIX}")
     return s
+
+
+_SIGMA_FIX = ("Pass the sigma the latent sits at: 0 for a finished latent, or the stop sigma of "
+              "KSamplerAdvanced (PiD Stop Sigma computes it).")
 
 
 def _valid_names() -> str:

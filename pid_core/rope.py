@@ -43,7 +43,7 @@ def _angles_1d_cpu(n: int, head_dim: int, theta: float) -> torch.Tensor:
     return torch.arange(n, dtype=torch.float32)[:, None] * freqs[None, :]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # device tensors: keep few (a 4096^2 table pair is 16 MB)
 def _cos_sin(kind: str, key: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     ang = _angles_2d_cpu(*key) if kind == "2d" else _angles_1d_cpu(*key)
     ang = ang.to(device)
@@ -60,12 +60,35 @@ def rope_1d(n: int, head_dim: int, theta: float, device) -> tuple[torch.Tensor, 
     return _cos_sin("1d", (n, head_dim, float(theta)), torch.device(device))
 
 
+# apply_rope works on slices of about this many elements: its fp32 temporaries stay small
+# (elementwise maths, so the slicing changes no value).
+ROPE_SLICE_ELEMENTS = 1 << 24
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor) -> None:
+    xf = x.float()
+    a, b = xf[..., 0::2], xf[..., 1::2]
+    rot = torch.empty_like(xf)
+    even, odd = rot[..., 0::2], rot[..., 1::2]
+    torch.mul(a, cos, out=even)
+    even.sub_(b * sin)
+    torch.mul(a, sin, out=odd)
+    odd.add_(b * cos)
+    out.copy_(rot)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs ``(2m, 2m+1)`` of ``x [..., N, D]`` by angle m; fp32 math, input dtype out."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    a, b = xf[..., 0], xf[..., 1]
-    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    """Rotate channel pairs ``(2m, 2m+1)`` of ``x [..., N, D]`` by angle m; fp32 math, input dtype out.
+
+    ``(a, b) -> (a cos - b sin, a sin + b cos)`` as upstream, computed over slices of the token
+    axis so the fp32 temporaries stay bounded (they were the peak of a 4096^2 forward).
+    """
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    n = x.shape[-2]
+    step = max(1, ROPE_SLICE_ELEMENTS // max(1, x.numel() // max(1, n)))
+    for i in range(0, n, step):
+        _rotate(x[..., i:i + step, :], cos[i:i + step], sin[i:i + step], out[..., i:i + step, :])
+    return out
 
 
 def clear_cache() -> None:

@@ -5,14 +5,17 @@ with fresh noise between steps; the last step returns x0, clamped to [-1, 1]. Th
 unscaled noise at t = 0.999. One step is special: a single call at t = 1.0.
 
 Noise comes from a CPU ``torch.Generator`` seeded once per decode and drawn in the order
-noise, eps1, eps2, eps3, then moved to the compute device: results do not depend on the device.
-(Upstream draws on a CUDA generator, whose stream differs from the CPU one; bit-parity with an
-upstream GPU run is not a goal, the distribution is identical.)
+noise, eps1, eps2, eps3, then moved to the compute device: results do not depend on the device
+(``NoiseSource`` draws ahead on a worker thread so an accelerator does not wait for it).
+Upstream draws on a CUDA generator, whose stream differs from the CPU one; ``NoiseSource``'s
+``"device"`` mode draws there instead (the same stream as upstream on CUDA, device-dependent).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -25,35 +28,116 @@ MAX_SEED = 2**64 - 1
 
 def t_schedule(steps: int) -> tuple[float, ...]:
     """Times for ``steps`` network calls (ending with 0): subsets of the 4-step list."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= MAX_STEPS:
         raise PiDInputError(
             f"steps={steps!r} is not supported: the distilled PiD decoders are trained for 4 steps; "
             f"choose 1, 2, 3 or 4 (4 recommended; more steps would repeat timesteps).")
+    steps = int(steps)
     if steps == 1:
         return (1.0, 0.0)
     idx = [round(i * MAX_STEPS / steps) for i in range(steps + 1)]
     return tuple(T_LIST[i] for i in idx)
 
 
+# velocity_to_x0 works on row slices of about this many elements, so its float64 temporaries
+# stay small (elementwise maths: the slicing changes no value).
+X0_SLICE_ELEMENTS = 1 << 22
+
+
 def velocity_to_x0(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
     """``x0 = x - t*v`` computed in float64 and returned in ``x``'s dtype."""
-    return (x.double() - torch.tensor(t, dtype=torch.float32).double() * v.double()).to(x.dtype)
+    tt = torch.tensor(t, dtype=torch.float32).double()
+    if x.dim() < 2 or x.numel() <= X0_SLICE_ELEMENTS:
+        return (x.double() - tt * v.double()).to(x.dtype)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    rows = x.shape[-2]
+    step = max(1, X0_SLICE_ELEMENTS // max(1, x.numel() // rows))
+    for i in range(0, rows, step):
+        sl = (..., slice(i, i + step), slice(None))
+        out[sl] = (x[sl].double() - tt * v[sl].double()).to(x.dtype)
+    return out
 
 
-def renoise(x0: torch.Tensor, eps: torch.Tensor, t_next: float) -> torch.Tensor:
-    """``(1 - t) * x0 + t * eps`` with ``t`` as an fp32 scalar tensor, as upstream."""
+def renoise(x0: torch.Tensor, eps: torch.Tensor, t_next: float, inplace: bool = False) -> torch.Tensor:
+    """``(1 - t) * x0 + t * eps`` with ``t`` as an fp32 scalar tensor, as upstream.
+
+    ``inplace=True`` overwrites ``x0`` (same values, one full-size buffer fewer).
+    """
     t = torch.tensor(t_next, dtype=torch.float32, device=x0.device)
+    if inplace:
+        return x0.mul_(1 - t).add_(t * eps)
     return (1 - t) * x0 + t * eps
 
 
 def make_generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise PiDInputError(f"seed={seed!r} is out of range; expected an integer in 0..2^64-1.")
-    return torch.Generator(device="cpu").manual_seed(seed)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise PiDInputError(
+            f"seed={seed!r} is out of range; expected a whole number in 0..2^64-1 "
+            f"(0..18446744073709551615). Use a non-negative integer seed.")
+    return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
 def draw_noise(shape: Sequence[int], generator: torch.Generator, device) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
+
+
+NOISE_DEVICES = ("cpu", "device")
+
+
+class NoiseSource:
+    """The Gaussian draws of one decode, in upstream order: ``get(0)`` is the start noise, ``get(k)``
+    the k-th re-noise draw; each ``shape``, fp32, delivered on ``device``.
+
+    ``mode="cpu"`` (default): one CPU generator seeded with ``seed``, so a seed gives the same
+    image on every device. CPU sampling is slow (about 0.1 s per 2048^2 draw), so on an
+    accelerator the draws run on a worker thread one step ahead, into pinned memory, while the
+    network computes; only the first draw is waited for.
+    ``mode="device"``: a generator on ``device`` itself (no waiting; on CUDA the same stream as
+    upstream's ``torch.Generator("cuda")`` for the same seed, but results then depend on the
+    device). Use as a context manager (or call ``close``) so an aborted decode stops the worker.
+    """
+
+    def __init__(self, seed: int, shape: Sequence[int], device, mode: str = "cpu"):
+        if mode not in NOISE_DEVICES:
+            raise PiDInputError(f"noise_device={mode!r} is not supported; choose 'cpu' (same image on "
+                                f"every device) or 'device' (draw on the compute device, faster).")
+        self.shape, self.device = tuple(int(v) for v in shape), torch.device(device)
+        on_device = mode == "device" and self.device.type != "cpu"
+        self._gen = make_generator(seed)  # validates the seed
+        if on_device:
+            self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._gen_device = self.device if on_device else torch.device("cpu")
+        self._pin = self.device.type == "cuda" and not on_device
+        self._pool = None
+        self._pending: list[Future] = []
+        if self.device.type != "cpu" and not on_device:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pid-noise")
+            self._pending = [self._pool.submit(self._draw) for _ in range(2)]
+
+    def _draw(self) -> torch.Tensor:
+        buf = torch.empty(self.shape, dtype=torch.float32, device=self._gen_device, pin_memory=self._pin)
+        return torch.randn(self.shape, generator=self._gen, dtype=torch.float32, out=buf)
+
+    def next(self) -> torch.Tensor:
+        """The next draw, on ``device`` (call in order: noise, eps1, eps2, ...)."""
+        if self._pool is None:
+            return self._draw().to(self.device)
+        t = self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._draw))  # keep one draw in flight
+        return t.to(self.device, non_blocking=self._pin)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for f in self._pending:
+                f.cancel()
+            self._pool.shutdown(wait=True)
+            self._pending, self._pool = [], None
+
+    def __enter__(self) -> "NoiseSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def sample(velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, steps: int = 4,
@@ -73,9 +157,11 @@ def sample(velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch
         if t_next > 0:
             if next_noise is None:
                 raise PiDInputError("sample() needs next_noise for multi-step schedules")
-            x = renoise(x0, next_noise(i).to(x0), t_next)
+            x = None  # free the previous state before the draw arrives
+            x = renoise(x0, next_noise(i).to(x0), t_next, inplace=True)
         else:
             x = x0
+        del x0
         if callback is not None:
             callback(i + 1, total)
-    return x.clamp(-1, 1)
+    return x.clamp_(-1, 1)

@@ -119,7 +119,13 @@ def build_token_batch(
     ids = torch.full((len(captions), max_len), pad_id, dtype=torch.long)
     mask = torch.zeros((len(captions), max_len), dtype=torch.long)
     for row, caption in enumerate(captions):
-        tokens = ([bos_id] + _tokenize_checked(tokenize, CHI_PREAMBLE + caption, bos_id))[:max_len]
+        tokens = [bos_id] + _tokenize_checked(tokenize, CHI_PREAMBLE + caption, bos_id)
+        if len(tokens) > max_len:
+            log.warning(
+                "prompt %d has %d tokens; PiD reads at most %d prompt tokens (upstream recipe), so "
+                "the last %d are ignored. Shorten the prompt if its end matters for detail.",
+                row, len(tokens) - n_chi, CAPTION_TOKENS, len(tokens) - max_len)
+            tokens = tokens[:max_len]
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         mask[row, : len(tokens)] = 1
     return TokenBatch(input_ids=ids, attention_mask=mask, n_chi=n_chi)
@@ -297,7 +303,8 @@ def _check_captions(captions) -> list[str]:
             f"captions must be a list of strings; got a single str ({captions[:40]!r}). Wrap it in a list."
         )
     if not isinstance(captions, (list, tuple)) or not captions:
-        raise PiDInputError(f"captions must be a non-empty list of strings; got {captions!r:.80}.")
+        raise PiDInputError(f"captions must be a non-empty list of strings; got {captions!r:.80}. "
+                            f"Pass one prompt per latent, e.g. [\"a red fox\"] ([\"\"] for none).")
     bad = [(i, type(c).__name__) for i, c in enumerate(captions) if not isinstance(c, str)]
     if bad:
         raise PiDInputError(f"captions must all be str; got {bad[:3]} (index, type).")

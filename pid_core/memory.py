@@ -1,0 +1,342 @@
+"""Analytic cost model of a PiD decode: FLOPs, working memory, and the whole-vs-tiled plan.
+
+Everything here is a pure function of the network config, the output size, the batch and the
+compute dtype (no device queries, no allocation), so nodes and scripts can ask "will 4096 x 4096
+fit in 8 GB, and if not, with which tiles?" before loading anything.
+
+* ``forward_flops`` counts one network call module by module (a multiply-add is 2 FLOPs).
+* ``estimate_memory`` / ``estimate_tiled_memory`` give the peak working memory of a decode:
+  the weights plus the largest set of activations alive at once in this package's
+  implementation (chunked pixel blocks, sliced RoPE, adapter heads run on demand, float64
+  ``x0`` in row slices). The activation model was fitted to exact traces of the real code on
+  PyTorch's ``meta`` device (``bench/memtrace.py``) and errs on the high side; allocator
+  fragmentation is covered by ``ALLOCATOR_SLACK``.
+* ``plan_decode`` picks whole image or tiles (and the tile size) for a memory budget.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from .config import PiDNetConfig
+from .tiling import Tile, tile_grid
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+# Transient memory one chunk of the token-wise work may use (pixel blocks, final layer, patch
+# MLPs). A fixed target, so a decode's numbers do not depend on how much memory happens to be
+# free; only a budget below 16x this shrinks it.
+CHUNK_TARGET_BYTES = 512 * MiB
+MIN_CHUNK_ROWS = 64
+# Smallest tile the planner and the out-of-memory retry go down to (px per side).
+MIN_TILE_PX = 64
+# Multiplier on the activation estimate for allocator rounding and fragmentation.
+ALLOCATOR_SLACK = 1.10
+# The canvas of a tiled decode moves to the CPU when it would take more than this share of
+# the budget.
+STATE_SHARE_OF_BUDGET = 0.25
+# Largest side a tiled decode accepts (a sanity bound: 32768^2 x 3 fp32 is 12 GiB per buffer).
+MAX_TILED_SIDE = 32768
+
+
+def _esize(dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else int(dtype)
+
+
+# --------------------------------------------------------------------------------------- FLOPs
+def forward_flops(cfg: PiDNetConfig, height: int, width: int, batch: int = 1,
+                  text_tokens: int | None = None) -> dict[str, float]:
+    """FLOPs of one network call at ``height x width`` output, per module group.
+
+    Keys: ``patch.{qkv,attention,proj,mlp,adaLN}``, ``pixel.{adaLN,compress_expand,qkv_proj,
+    attention,mlp}``, ``embed``, ``gates``, ``final``, ``adapter.trunk``, ``adapter.heads``.
+    Attention counts QK^T and AV (``4 N^2 d`` per head). The last patch block's unused text
+    update is not counted (this package skips it).
+    """
+    T = cfg.text_tokens if text_tokens is None else int(text_tokens)
+    p = cfg.patch_size
+    L = (height // p) * (width // p)
+    N = L + T
+    D, Fh, A = cfg.hidden_size, cfg.mlp_hidden, cfg.pixel_attn_dim
+    P2, d, hid = p * p, cfg.pixel_dim, cfg.adapter_dim
+    nb = cfg.patch_depth
+
+    def lin(m, k, n):
+        return 2.0 * m * k * n
+
+    f = {
+        "patch.adaLN": nb * 2 * lin(1, D, 6 * D),
+        "patch.qkv": nb * lin(N, D, 3 * D),
+        "patch.attention": nb * 4.0 * N * N * D,
+        "patch.proj": nb * lin(L, D, D) + (nb - 1) * lin(T, D, D),
+        "patch.mlp": nb * 3 * lin(L, D, Fh) + (nb - 1) * 3 * lin(T, D, Fh),
+        "pixel.adaLN": cfg.pixel_depth * lin(L, D, 6 * P2 * d),
+        "pixel.compress_expand": cfg.pixel_depth * 2 * lin(L, P2 * d, A),
+        "pixel.qkv_proj": cfg.pixel_depth * (lin(L, A, 3 * A) + lin(L, A, A)),
+        "pixel.attention": cfg.pixel_depth * 4.0 * L * L * A,
+        "pixel.mlp": cfg.pixel_depth * 2 * lin(L * P2, d, cfg.pixel_mlp_hidden),
+        "embed": lin(L, 3 * P2, D) + lin(T, cfg.text_dim, D) + lin(L * P2, 3, d)
+        + lin(1, 256, D) + lin(1, D, D),
+        "gates": cfg.num_injections * lin(L, 2 * D, D if cfg.gate_per_dim else 1)
+        + (lin(L, 2 * D, D if cfg.gate_per_dim else 1) if cfg.pit_gate else 0.0),
+        "final": lin(L * P2, d, 3),
+        "adapter.trunk": lin(L, 9 * cfg.adapter_in_channels, hid)
+        + (1 + 2 * cfg.adapter_res_blocks) * lin(L, 9 * hid, hid),
+        "adapter.heads": (cfg.num_injections + cfg.pit_gate) * lin(L, hid, D),
+    }
+    return {k: v * batch for k, v in f.items()}
+
+
+def decode_flops(cfg: PiDNetConfig, height: int, width: int, batch: int = 1, steps: int = 4,
+                 text_tokens: int | None = None, adapter_every_step: bool = False) -> float:
+    """FLOPs of a whole decode: ``steps`` calls, the adapter trunk once (every step if
+    ``adapter_every_step``, as upstream does)."""
+    f = forward_flops(cfg, height, width, batch, text_tokens)
+    trunk = f.pop("adapter.trunk")
+    return steps * (sum(f.values()) + (trunk if adapter_every_step else 0.0)) + (
+        0.0 if adapter_every_step else trunk)
+
+
+# -------------------------------------------------------------------------------------- memory
+@functools.lru_cache(maxsize=32)
+def param_count(cfg: PiDNetConfig) -> int:
+    """Number of parameters of the network (built on the meta device, nothing allocated)."""
+    from .model import PiDNet  # late import: model -> blocks is heavier than this module needs
+    with torch.device("meta"):
+        net = PiDNet(cfg)
+    return sum(p.numel() for p in net.parameters())
+
+
+def weight_bytes(cfg: PiDNetConfig, dtype=torch.bfloat16) -> int:
+    return param_count(cfg) * _esize(dtype)
+
+
+def _rows(cfg: PiDNetConfig, height: int, width: int, batch: int) -> int:
+    return batch * (height // cfg.patch_size) * (width // cfg.patch_size)
+
+
+def _chunk_row_bytes(cfg: PiDNetConfig, e: int) -> int:
+    """Transient bytes per pixel-block row (one patch token) in a chunk: modulation, the
+    modulated/normed pixels and the MLP hidden layer (traced: ~220 values per pixel)."""
+    return cfg.patch_size ** 2 * (6 * cfg.pixel_dim + 2 * cfg.pixel_mlp_hidden) * e
+
+
+def chunk_rows(cfg: PiDNetConfig, height: int, width: int, batch: int = 1, dtype=torch.bfloat16,
+               budget_bytes: int | None = None) -> int | None:
+    """Patch tokens per chunk of the token-wise work (None = all at once)."""
+    target = CHUNK_TARGET_BYTES
+    if budget_bytes is not None:
+        target = min(target, max(budget_bytes // 16, 16 * MiB))
+    rows = max(MIN_CHUNK_ROWS, target // _chunk_row_bytes(cfg, _esize(dtype)))
+    return None if rows >= _rows(cfg, height, width, batch) else int(rows)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int          # bytes of the network's parameters
+    activations: int      # peak bytes of everything else (with ALLOCATOR_SLACK)
+    state: int = 0        # part of ``activations`` held by a tiled decode's full-size canvas
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+
+def _activation_bytes(cfg: PiDNetConfig, height: int, width: int, batch: int, e: int,
+                      chunk: int | None) -> int:
+    """Peak activation bytes of a whole-image decode, monotone in the size: a chunked decode
+    is counted at least as high as an unchunked one of ``chunk`` rows (chunking lowers the real
+    peak just past the threshold; the planner needs an estimate that never shrinks with size)."""
+    R = _rows(cfg, height, width, batch)
+    act = _stage_bytes(cfg, batch * height * width, R, batch, e, chunk)
+    if chunk is not None and chunk < R:
+        c = int(chunk)
+        act = max(act, _stage_bytes(cfg, c * cfg.patch_size ** 2, c, batch, e, None))
+    return act
+
+
+def _stage_bytes(cfg: PiDNetConfig, px: int, R: int, batch: int, e: int, chunk: int | None) -> int:
+    """Peak activation bytes (sampler state included, no slack) for ``px`` pixels in ``R`` rows.
+
+    The terms mirror what is alive at each stage's peak (traced on the meta device):
+    the fp32 state ``x_t`` throughout; in a patch block the residual plus ~9 (MLP chunked) to
+    10 token-sized buffers of attention/MLP work; in a pixel block the pixel stream, the
+    condition, the adaLN weight slices, then either the attention (~6 buffers of the 1152-d
+    tokens) or one chunk of per-pixel work; in the sampler x0, the new noise and a temporary.
+    """
+    # px: output pixels, R: patch tokens (both over the batch)
+    Tb = batch * cfg.text_tokens
+    D, A, d, P2 = cfg.hidden_size, cfg.pixel_attn_dim, cfg.pixel_dim, cfg.patch_size ** 2
+    c = R if chunk is None else min(R, int(chunk))
+    cm = R if chunk is None else min(R, 4 * int(chunk))
+    U = (R + Tb) * D * e
+    fixed = R * cfg.adapter_dim * e + Tb * (cfg.text_dim * 4 + 2 * D * e) + 16 * MiB
+    state = 12 * px                                # fp32 x_t
+    x_copy = 3 * px * e if e < 4 else 0            # its compute-dtype copy (until pixel tokens)
+    patch = R * D * e + max(9 * U, 2 * U + cm * (3 * cfg.mlp_hidden + 2 * D) * e)
+    stream = R * P2 * d * e
+    # chunked: the adaLN weight's row slices; one slice: the whole modulation, alive across
+    # the attention
+    slices = 6 * P2 * d * D * e if c < R else R * P2 * 6 * d * e
+    pixel = (R * D * e + stream + slices
+             + max(6 * R * A * e, R * A * e + c * _chunk_row_bytes(cfg, e), stream + x_copy))
+    final = stream + 6 * px * e + c * P2 * d * 8
+    sampler = 36 * px + 3 * px * e
+    return int(fixed + max(state + x_copy + patch, state + pixel, state + final, sampler))
+
+
+def estimate_memory(cfg: PiDNetConfig, height: int, width: int, batch: int = 1,
+                    dtype=torch.bfloat16, chunk="auto") -> MemoryEstimate:
+    """Working memory of a whole-image decode at ``height x width`` (weights + peak activations).
+
+    ``chunk``: rows per chunk, None for unchunked, or "auto" (``chunk_rows``, as the decoder).
+    Monotone in height, width and batch; smaller for smaller dtypes.
+    """
+    e = _esize(dtype)
+    if chunk == "auto":
+        chunk = chunk_rows(cfg, height, width, batch, dtype)
+    act = _activation_bytes(cfg, height, width, batch, e, chunk)
+    return MemoryEstimate(weight_bytes(cfg, dtype), int(act * ALLOCATOR_SLACK))
+
+
+def canvas_bytes(height: int, width: int, batch: int = 1) -> int:
+    """Full-size state of a tiled decode: x_t, the blend accumulator, a noise draw (fp32, 3 ch)
+    and the weight sum (1 ch)."""
+    return batch * height * width * 4 * (3 * 3 + 1)
+
+
+def estimate_tiled_memory(cfg: PiDNetConfig, height: int, width: int, tile: tuple[int, int],
+                          batch: int = 1, dtype=torch.bfloat16, chunk="auto",
+                          state_on_device: bool = True) -> MemoryEstimate:
+    """Working memory of a tiled decode with ``tile = (th, tw)`` px tiles (clamped to the image)."""
+    th, tw = min(tile[0], height), min(tile[1], width)
+    e = _esize(dtype)
+    if chunk == "auto":
+        chunk = chunk_rows(cfg, th, tw, batch, dtype)
+    act = _activation_bytes(cfg, th, tw, batch, e, chunk)
+    n = len(tile_grid(height, width, th, tw, default_overlap(th, tw)))
+    tokens = n * _rows(cfg, th, tw, batch) * cfg.adapter_dim * e   # per-tile adapter features
+    state = canvas_bytes(height, width, batch) + tokens if (th, tw) != (height, width) else 0
+    on_dev = state if state_on_device else 0
+    return MemoryEstimate(weight_bytes(cfg, dtype), int((act + on_dev) * ALLOCATOR_SLACK), on_dev)
+
+
+def default_overlap(tile_h: int, tile_w: int) -> int:
+    """Overlap of neighbouring tiles in px: 1/8 of the shorter tile side, 32..256 px, step 16."""
+    return int(min(256, max(32, (min(tile_h, tile_w) // 8) // 16 * 16)))
+
+
+# ------------------------------------------------------------------------------------ planning
+@dataclass(frozen=True)
+class DecodePlan:
+    """How a decode will run. ``tiles`` has one tile covering the image for a whole decode."""
+
+    output_size: tuple[int, int]
+    batch: int
+    tiles: tuple[Tile, ...]
+    tile_size: tuple[int, int] | None   # None: whole image
+    overlap: int                        # px shared by neighbouring tiles (0 when whole)
+    chunk: int | None                   # patch tokens per chunk (None: all at once)
+    state_on_device: bool               # False: the tiled canvas lives in CPU memory
+    estimate: MemoryEstimate
+    budget_bytes: int | None
+    reason: str
+
+    @property
+    def tiled(self) -> bool:
+        return self.tile_size is not None
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.tiles)
+
+    def progress_total(self, steps: int) -> int:
+        """What a decode's ``callback(step, total)`` counts to: tiles x network calls per tile."""
+        return self.n_tiles * steps
+
+    def describe(self) -> str:
+        h, w = self.output_size
+        est = f"~{self.estimate.total / GiB:.2f} GiB"
+        if not self.tiled:
+            return f"{h}x{w} whole image ({est})"
+        th, tw = self.tile_size
+        return f"{h}x{w} in {self.n_tiles} tiles of {th}x{tw} px, overlap {self.overlap} px ({est})"
+
+
+def _snap(v: int, step: int = 16) -> int:
+    return max(step, (int(v) // step) * step)
+
+
+def whole_plan(cfg, height, width, batch=1, dtype=torch.bfloat16, budget_bytes=None,
+               reason="whole image") -> DecodePlan:
+    est = estimate_memory(cfg, height, width, batch, dtype)
+    return DecodePlan((height, width), batch, (Tile(0, 0, height, width),), None, 0,
+                      chunk_rows(cfg, height, width, batch, dtype, budget_bytes), True, est,
+                      budget_bytes, reason)
+
+
+def tiled_plan(cfg, height, width, tile, batch=1, dtype=torch.bfloat16, budget_bytes=None,
+               overlap=None, reason="tiled", state_on_device: bool | None = None) -> DecodePlan:
+    """A plan with ``tile = (th, tw)`` px tiles (clamped to the image). The canvas stays on the
+    device unless ``state_on_device`` says otherwise or (None) it would take more than
+    ``STATE_SHARE_OF_BUDGET`` of the budget or not fit it."""
+    th, tw = min(_snap(tile[0]), height), min(_snap(tile[1]), width)
+    ov = default_overlap(th, tw) if overlap is None else _snap(overlap) if overlap else 0
+    tiles = tuple(tile_grid(height, width, th, tw, ov))
+    on_dev = state_on_device
+    if on_dev is None:
+        on_dev = budget_bytes is None or (
+            canvas_bytes(height, width, batch) <= STATE_SHARE_OF_BUDGET * budget_bytes
+            and estimate_tiled_memory(cfg, height, width, (th, tw), batch, dtype).total <= budget_bytes)
+    est = estimate_tiled_memory(cfg, height, width, (th, tw), batch, dtype, state_on_device=on_dev)
+    return DecodePlan((height, width), batch, tiles, (th, tw), ov,
+                      chunk_rows(cfg, th, tw, batch, dtype, budget_bytes), on_dev, est,
+                      budget_bytes, reason)
+
+
+def plan_decode(cfg: PiDNetConfig, height: int, width: int, batch: int = 1, dtype=torch.bfloat16,
+                budget_bytes: int | None = None, max_tile: int | None = None,
+                overlap: int | None = None) -> DecodePlan:
+    """Whole image if it fits ``budget_bytes`` (None = unlimited) and no side exceeds ``max_tile``
+    (the checkpoint's largest trained side); else the largest square-ish tiles that fit.
+
+    Tiles never exceed ``max_tile`` and go down to ``MIN_TILE_PX``; when even those do not fit,
+    the smallest-tile plan is returned (its ``estimate`` exceeds the budget: the caller decides).
+    """
+    cap = max(height, width) if max_tile is None else _snap(max_tile)
+    if max(height, width) <= cap:
+        plan = whole_plan(cfg, height, width, batch, dtype, budget_bytes)
+        if budget_bytes is None or plan.estimate.total <= budget_bytes:
+            return plan
+    why = (f"{height}x{width} exceeds the checkpoint's largest trained side {cap} px"
+           if max(height, width) > cap else f"whole image needs ~{plan.estimate.total / GiB:.2f} GiB "
+           f"of {budget_bytes / GiB:.2f} GiB")
+    side = min(cap, max(height, width))
+    while True:  # largest tile side (step 64) that fits
+        p = tiled_plan(cfg, height, width, (side, side), batch, dtype, budget_bytes, overlap,
+                       reason=f"tiled: {why}")
+        if budget_bytes is None or p.estimate.total <= budget_bytes or side <= MIN_TILE_PX:
+            return p
+        side = max(MIN_TILE_PX, _snap(side - 64, 64) if side > 64 else MIN_TILE_PX)
+
+
+def smaller_plan(cfg, plan: DecodePlan, dtype=torch.bfloat16) -> DecodePlan | None:
+    """The plan to retry with after running out of memory: tiles of half the current side
+    (whole image -> half the image's sides); None when already at ``MIN_TILE_PX``."""
+    h, w = plan.output_size
+    th, tw = plan.tile_size or (h, w)
+    if max(th, tw) <= MIN_TILE_PX:
+        return None
+    nh, nw = max(MIN_TILE_PX, _snap(th // 2)), max(MIN_TILE_PX, _snap(tw // 2))
+    return tiled_plan(cfg, h, w, (min(nh, h), min(nw, w)), plan.batch, dtype, plan.budget_bytes,
+                      reason="retry after running out of memory")
+
+
+__all__ = ["forward_flops", "decode_flops", "param_count", "weight_bytes", "chunk_rows",
+           "MemoryEstimate", "estimate_memory", "estimate_tiled_memory", "canvas_bytes",
+           "default_overlap", "DecodePlan", "plan_decode", "whole_plan", "tiled_plan",
+           "smaller_plan", "MIN_TILE_PX"]
