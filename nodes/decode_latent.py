@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..pid_core.sizing import decode_memory_bytes, fit_long_side
+from ..pid_core.sizing import fit_long_side
 from . import host
 from .pid_types import PID_MODEL
 from .resolve import LATENT_FORMAT_CHOICES, require_text_encoder
@@ -71,11 +71,10 @@ class PiDDecodeLatent:
         if output_long_side:
             size = fit_long_side(dec.output_size_for(samples.shape[-2:]), output_long_side)
         text = encode_prompt(require_text_encoder(pid_model), [prompt])
-        out_hw = size or dec.output_size_for(samples.shape[-2:])
-        memory = decode_memory_bytes(samples.shape[0], out_hw, host.element_size(dec.net))
-        device = host.load_for_inference(pid_model.patcher, dec.net, memory)
-        pbar = host.progress_bar(steps)
+        plan = dec.plan(samples.shape, size)  # whole image, or tiles when memory/size demand it
+        device = host.load_for_inference(pid_model.patcher, dec.net, plan.estimate.activations)
+        pbar = host.progress_bar(plan.progress_total(steps))
         image = dec.decode(samples.to(device), sigma, text.to(device), seed=seed, steps=steps,
-                           latent_format=fmt, output_size=size,
+                           latent_format=fmt, output_size=size, tile="auto",
                            callback=host.step_callback(pbar))
         return (image.movedim(1, -1).to(host.intermediate_device()),)

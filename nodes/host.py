@@ -192,9 +192,6 @@ def load_for_inference(patcher, module: torch.nn.Module, memory_required: int = 
     return patcher.load_device
 
 
-def element_size(module: torch.nn.Module) -> int:
-    return next(module.parameters()).element_size()
-
 
 # ----------------------------------------------------------------------------- progress
 class _CountingProgress:

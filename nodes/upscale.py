@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pid_core.color_anchor import anchor_colors as anchor_to_source
-from ..pid_core.sizing import decode_memory_bytes, resize_bchw, upscale_sizes
+from ..pid_core.sizing import resize_bchw, upscale_sizes
 from . import host
 from .pid_types import PID_MODEL
 from .resolve import LATENT_FORMAT_CHOICES, require_text_encoder
@@ -69,11 +69,12 @@ class PiDUpscale2Kto4K:
         small = resize_bchw(source, small_hw).clamp(0.0, 1.0)
         latent = host.vae_encode(vae, small.movedim(1, -1)[..., :3])
         text = encode_prompt(require_text_encoder(pid_model), [prompt])
-        memory = decode_memory_bytes(source.shape[0], out_hw, host.element_size(dec.net))
-        device = host.load_for_inference(pid_model.patcher, dec.net, memory)
-        pbar = host.progress_bar(steps)
+        plan = dec.plan(latent.shape, out_hw)  # large outputs are tiled, not refused
+        device = host.load_for_inference(pid_model.patcher, dec.net, plan.estimate.activations)
+        pbar = host.progress_bar(plan.progress_total(steps))
         out = dec.decode(latent.to(device), 0.0, text.to(device), seed=seed, steps=steps,
-                         latent_format=fmt, callback=host.step_callback(pbar))
+                         latent_format=fmt, output_size=out_hw, tile="auto",
+                         callback=host.step_callback(pbar))
         if anchor_colors:
             out = anchor_to_source(out, source[:, :3])
         return (out.movedim(1, -1).to(host.intermediate_device()),)

@@ -39,16 +39,6 @@ def resize_bchw(x: torch.Tensor, size) -> torch.Tensor:
     return out.to(x.dtype)
 
 
-def decode_memory_bytes(batch: int, hw, element_size: int = 2) -> int:
-    """Rough activation memory of one whole-image decode, for ComfyUI's memory manager.
-
-    A heuristic, not a measurement: about 200 activation elements live per output pixel at the
-    peak (per-pixel adaLN modulation of the PiT blocks is 96 per pixel alone, plus the pixel
-    stream, patch-token MLPs and the fp32 sampler state).
-    """
-    return int(batch) * int(hw[0]) * int(hw[1]) * 200 * int(element_size)
-
-
 def upscale_sizes(source_hw, long_side: int, sr_scale: int, multiple: int = 64):
     """(output (H, W), VAE input (H, W)) for a 4x PiD upscale of an image of size ``source_hw``.
 

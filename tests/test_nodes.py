@@ -217,3 +217,16 @@ def test_register_model_folder_is_a_no_op_without_comfyui():
     host.register_model_folder()
     assert host.comfy_available() is False
     assert Path(host.pid_dir()).name == "pid"
+
+
+def test_decode_beyond_trained_envelope_is_tiled_not_refused(monkeypatch):
+    """A size outside the checkpoint's envelope goes tiled (progress over tiles x steps)."""
+    model, _ = load()
+    decoder_mod = pack_module("pid_core.decoder")
+    model.decoder = decoder_mod.with_envelope(model.decoder, (64, 96))
+    bars = []
+    real = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
+    out = decode(model, torch.randn(1, 16, 4, 6), latent_format="flux", steps=2)  # 128x192 > 96
+    assert out.shape == (1, 128, 192, 3) and 0.0 <= out.min() and out.max() <= 1.0
+    assert bars[-1].total > 2 and bars[-1].total % 2 == 0 and bars[-1].current == bars[-1].total

@@ -61,8 +61,3 @@ def test_upscale_sizes_keep_vae_input_whole():
     assert sizing.upscale_sizes((1080, 1920), 4096, 4) == ((2304, 4096), (576, 1024))
     with pytest.raises(errors.PiDInputError, match="not divisible"):
         sizing.upscale_sizes((100, 100), 1024, 3, 64)
-
-
-def test_decode_memory_estimate_scales_with_pixels():
-    assert sizing.decode_memory_bytes(2, (4096, 4096), 2) == 2 * sizing.decode_memory_bytes(1, (4096, 4096), 2)
-    assert sizing.decode_memory_bytes(1, (2048, 2048), 4) == sizing.decode_memory_bytes(1, (4096, 2048), 2)
