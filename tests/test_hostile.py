@@ -5,7 +5,7 @@ Each row of the tables below is one case: a call, the error class it must raise 
 along the class hierarchy, so the same table works for ``pid_core`` and for the pack's own copy
 imported by the node tests) and regular expressions that must all occur in the message. Inputs
 that look hostile but are valid (float64 latents, SDXL VE sigmas, an empty prompt, an over-long
-prompt) are in the ACCEPTED table with what they must produce instead; docs/ERRORS.md lists every
+prompt) are in the ACCEPTED table with what they must produce instead; README.md lists every
 message with its fix.
 
 Node-level rows run the nodes' public functions without ComfyUI; download rows replace
@@ -866,7 +866,7 @@ def test_oom_even_at_the_smallest_tile_says_how_much_was_needed():
     assert isinstance(info.value, MemoryError)
 
 
-# --- every message is documented (docs/ERRORS.md feeds the README's troubleshooting) ------------
+# --- every message is documented in the README's troubleshooting section ---------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
 _PID_ERRORS = {"PiDError", "CheckpointError", "CheckpointReadError", "NotAPiDCheckpointError",
@@ -910,7 +910,7 @@ def _raised_messages():
 
 
 def test_every_message_is_documented():
-    doc = " ".join((ROOT / "docs" / "ERRORS.md").read_text().split())
+    doc = " ".join((ROOT / "README.md").read_text().split())
     missing = [f"{where}: {text!r}" for where, text in _raised_messages() if text not in doc]
-    assert not missing, ("these error messages are not listed in docs/ERRORS.md (add a row with the "
+    assert not missing, ("these error messages are not listed in the README's Troubleshooting section (add a row with the "
                          "message and its fix):\n" + "\n".join(missing))
