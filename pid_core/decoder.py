@@ -21,7 +21,7 @@ from torch import nn
 
 from . import memory
 from .config import ENVELOPE_2K, ENVELOPE_2KTO4K, SIZES_2K, TIMESTEP_SCALE
-from .errors import LatentMismatchError, PiDInputError, PiDOutOfMemoryError
+from .errors import LatentMismatchError, NonFiniteOutputError, PiDInputError, PiDOutOfMemoryError
 from .latents import LATENT_ABS_LIMIT, LatentFormat, as_4d, channel_hint, get_latent_format
 from .loading import load_net
 from .model import PiDNet
@@ -201,7 +201,7 @@ class PiDDecoder:
         return h, w
 
     # -- tiling and memory ---------------------------------------------------------------------
-    def check_tiled_output_size(self, size, tile=None) -> tuple[int, int]:
+    def check_tiled_output_size(self, size, tile=None, latent_hw=None) -> tuple[int, int]:
         """Validate ``(H, W)`` for a tiled decode; returns it.
 
         The envelope rule differs from ``check_output_size``: the image may be larger than the
@@ -209,7 +209,8 @@ class PiDDecoder:
         side may not be below the envelope (tiles are never larger than the image), and an
         explicit ``tile = (th, tw)`` px must itself lie in the envelope once clamped to the image.
         """
-        h, w = PiDDecoder(self.net, dataclasses.replace(self.info, envelope=None)).check_output_size(size)
+        unbounded = PiDDecoder(self.net, dataclasses.replace(self.info, envelope=None))
+        h, w = unbounded.check_output_size(size, latent_hw)
         env, res = self.info.envelope, self.info.resolution
         if max(h, w) > memory.MAX_TILED_SIDE:
             raise PiDInputError(
@@ -259,12 +260,13 @@ class PiDDecoder:
         shape = tuple(int(v) for v in latent_shape)
         batch = shape[0]
         size = self.output_size_for(shape[-2:]) if output_size is None else output_size
+        latent_hw = None if output_size is None else shape[-2:]  # refuse a stretched explicit size
         req, overlap = _tile_request(tile, tile_overlap)
         cfg, dtype = self.net.cfg, self.net.s_embedder.proj.weight.dtype
         if req is None:
-            h, w = self.check_output_size(size)
+            h, w = self.check_output_size(size, latent_hw)
             return memory.whole_plan(cfg, h, w, batch, dtype, memory_budget_bytes)
-        h, w = self.check_tiled_output_size(size, None if req == "auto" else req)
+        h, w = self.check_tiled_output_size(size, None if req == "auto" else req, latent_hw)
         budget = memory_budget_bytes
         if req == "auto":
             budget = self._default_budget() if budget is None else budget
@@ -363,6 +365,13 @@ class PiDDecoder:
             except torch.OutOfMemoryError as exc:
                 error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "out of memory"
             plan = self._after_oom(plan, error)  # outside the except: the failed frames are gone
+        bad = int((~torch.isfinite(out)).sum())
+        if bad:
+            raise NonFiniteOutputError(
+                f"PiD produced {bad} NaN/infinite pixel values with compute dtype "
+                f"{str(self.net.s_embedder.proj.weight.dtype).replace('torch.', '')}: fp16 can overflow in "
+                f"this network, or the checkpoint holds NaN weights. Use bf16 or fp32 in PiD Load "
+                f"Model; if it persists, download the checkpoint again.")
         return (out.float() + 1) / 2
 
     def _run(self, plan: DecodePlan, z, sig, y, seed: int, steps: int, noise_device: str,

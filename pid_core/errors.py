@@ -57,5 +57,9 @@ class PiDOutOfMemoryError(PiDError, MemoryError):
     """Even the smallest tile does not fit in the available memory."""
 
 
+class NonFiniteOutputError(PiDError):
+    """The network produced NaN/Inf pixels (fp16 overflow or a checkpoint with NaN weights)."""
+
+
 class PiDInterrupted(PiDError):
     """A decode was stopped by its callback (user interruption)."""

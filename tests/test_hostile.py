@@ -261,17 +261,12 @@ def test_decode_inputs(case, env):
     _run_cases(case, env)
 
 
-@pytest.mark.xfail(strict=True, reason="decode() does not yet pass the latent's size to "
-                   "check_output_size(size, latent_hw); the lead wires it (tests above cover the check)")
 def test_decode_refuses_stretching_output_size(env):
     with pytest.raises(Exception) as info:
         flux(env, lat(1, 16, 1, 2), output_size=(64, 32))
     _assert_error(DECODE_CASES[[c.id for c in DECODE_CASES].index("output_swapped_h_w")], info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="decode() returns NaN pixels silently when the network "
-                   "produces them (a checkpoint with NaN weights, fp16 overflow); the lead adds a "
-                   "finite-output check to decode() (then drop this marker)")
 def test_decode_never_returns_nan_pixels():
     sd = _sd("flux_2k")
     sd["net.final_layer.linear.bias"] = torch.full_like(sd["net.final_layer.linear.bias"], float("nan"))
