@@ -38,3 +38,12 @@ def tiny_sd_factory():
 @pytest.fixture
 def text_features():
     return torch.randn(1, 300, 2304, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny GEMMs are slower with 2 threads on a busy 2-core machine; results do not change."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

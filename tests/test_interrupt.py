@@ -36,13 +36,7 @@ def state_dict():
     return random_state_dict(tiny_config("flux_v1.5", **MICRO), seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny GEMMs are slower with 2 threads on a busy 2-core machine; results do not change."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def live_tensors() -> int:

@@ -32,12 +32,7 @@ def decoder(release):
     return _DECODERS[release]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPECIAL = (float("nan"), float("inf"), -float("inf"), 0.0, 1.0, 1.0000001, -1e-9, 14.6)

@@ -78,13 +78,7 @@ def _run(dec, i, text, device="cpu"):
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny GEMMs are slower with 2 threads on a busy 2-core machine; results do not change."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_200_decodes_cpu_flat_memory(record_property):

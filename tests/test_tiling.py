@@ -18,12 +18,7 @@ def randn(*shape):
     return torch.randn(*shape, generator=GEN)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("release,fmt,latent", [
