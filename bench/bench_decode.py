@@ -34,7 +34,8 @@ import torch
 
 from pid_core.config import RELEASES_BY_NAME, PiDNetConfig
 from pid_core.decoder import load_decoder, with_envelope
-from pid_core.memory import decode_flops, estimate_memory
+from pid_core.flops import decode_flops
+from pid_core.memory import estimate_memory
 from pid_core.random_weights import random_state_dict
 from pid_core.sampler import t_schedule
 

@@ -95,10 +95,9 @@ def meta_decoder(cfg, dtype=torch.bfloat16):
 
     with torch.device("meta"):
         net = PiDNet(cfg, dtype=dtype).eval().requires_grad_(False)
-    info = DecoderInfo(family="meta", version="", resolution="", latent_channels=cfg.latent_channels,
-                       latent_formats=("normalized",), vae_factor=cfg.latent_down, sr_scale=cfg.sr_scale,
-                       envelope=None, trained_sizes=(), param_count=0, source_dtype=str(dtype),
-                       layout="", release=None)
+    info = DecoderInfo(config=cfg, family="meta", version="", resolution="",
+                       latent_formats=("normalized",), release=None, envelope=None,
+                       source_dtype=str(dtype))
     return PiDDecoder(net, info)
 
 

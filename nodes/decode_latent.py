@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from ..pid_core.sizing import fit_long_side
-from . import host
+from . import host, node_base, pipeline
 from .pid_types import PID_MODEL
-from .resolve import LATENT_FORMAT_CHOICES, require_text_encoder
+from .resolve import LATENT_FORMAT_CHOICES
 from .resolve import latent_format as resolve_format
-from .text_encode import encode_prompt
 
 
-class PiDDecodeLatent:
+class PiDDecodeLatent(node_base.ImageNode):
     DESCRIPTION = (
         "Decodes an LDM latent straight to pixels at 4x its VAE resolution with PiD (replaces VAE "
         "Decode + upscaler). The latent may be finished (sigma 0) or stopped early by "
         "KSamplerAdvanced with leftover noise (wire PiD Stop Sigma into sigma). 4 network steps.")
-    CATEGORY = "PiD"
     FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
     OUTPUT_TOOLTIPS = ("Decoded image, [B, H, W, 3] in 0..1, H and W = latent size x 32 "
                        "(x64 for FLUX.2) unless output_long_side is set.",)
 
@@ -39,12 +35,8 @@ class PiDDecodeLatent:
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
                     "The prompt that made the latent (PiD is text-conditioned; the same text "
                     "gives the most faithful detail). Empty is allowed.")}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                                 "control_after_generate": True, "tooltip": (
-                    "Seed of PiD's own noise (0..2^64-1). Changes fine texture only.")}),
-                "steps": ("INT", {"default": 4, "min": 1, "max": 4, "tooltip": (
-                    "PiD network calls, 1..4. The distilled checkpoints are trained for 4 steps; "
-                    "fewer is faster and softer, more would repeat timesteps.")}),
+                "seed": node_base.SEED,
+                "steps": node_base.STEPS,
                 "latent_format": (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
                     "How to normalise the LATENT. auto = the connected MODEL's format, else the "
                     "checkpoint's only format (SDXL, FLUX.2); 16-channel FLUX.1/Z-Image (flux), SD3 "
@@ -57,24 +49,20 @@ class PiDDecodeLatent:
             },
             "optional": {
                 "model": ("MODEL", {"tooltip": (
-                    "Optional: the LDM that made the latent (same MODEL as the KSampler). Only read "
-                    "to pick the latent format when latent_format is auto.")}),
+                    "Optional: the LDM that made the latent (same MODEL as the KSampler). Read to "
+                    "pick the latent format when latent_format is auto, and for the noise frame of "
+                    "a stopped latent (flow or VE, from the model's sampling type).")}),
             },
         }
 
     def decode(self, pid_model, latent, sigma, prompt, seed, steps, latent_format="auto",
                output_long_side=0, model=None):
         dec = pid_model.decoder
-        fmt = resolve_format(latent_format, dec.info, model=model)
         samples = latent["samples"]
+        fmt, frame = resolve_format(latent_format, dec.info, samples, model=model)
         size = None
         if output_long_side:
             size = fit_long_side(dec.output_size_for(samples.shape[-2:]), output_long_side)
-        text = encode_prompt(require_text_encoder(pid_model), [prompt])
-        plan = dec.plan(samples.shape, size)  # whole image, or tiles when memory/size demand it
-        device = host.load_for_inference(pid_model.patcher, dec.net, plan.estimate.activations)
-        pbar = host.progress_bar(plan.progress_total(steps))
-        image = dec.decode(samples.to(device), sigma, text.to(device), seed=seed, steps=steps,
-                           latent_format=fmt, output_size=size, tile="auto",
-                           callback=host.step_callback(pbar))
+        image = pipeline.decode(pid_model, samples, sigma, prompt, seed=seed, steps=steps,
+                                latent_format=fmt, noise_frame=frame, output_size=size)
         return (image.movedim(1, -1).to(host.intermediate_device()),)

@@ -22,6 +22,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..pid_core import loading
+from ..pid_core.latents import format_for_comfy_class, formats_for_vae
+
 log = logging.getLogger(__name__)
 
 PID_FOLDER = "pid"
@@ -145,21 +148,14 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device() if mm is not None else torch.device("cpu")
 
 
-def resolve_dtype(choice: str) -> str:
-    """'auto' -> 'bf16' where the compute device runs bf16 well, else 'fp32'.
-
-    fp16 is never picked automatically: the released weights are bf16 and the residual stream
-    of a 1.3B DiT can overflow fp16; users may still ask for it.
-    """
-    if choice != "auto":
-        return choice
+def resolve_dtype(choice: str) -> torch.dtype:
+    """The compute dtype for ``choice`` by pid_core's one policy, judged for ComfyUI's compute
+    device with ComfyUI's own bf16 verdict (``should_use_bf16``)."""
     mm = _optional("comfy.model_management")
     if mm is None:
-        return "fp32"
+        return loading.resolve_dtype(choice, "cpu")
     dev = mm.get_torch_device()
-    if mm.is_device_cpu(dev):
-        return "fp32"
-    return "bf16" if mm.should_use_bf16(dev) else "fp32"
+    return loading.resolve_dtype(choice, dev, bf16_ok=bool(mm.should_use_bf16(dev)))
 
 
 def wrap_model(module: torch.nn.Module):
@@ -235,11 +231,6 @@ def step_callback(pbar) -> Callable[[int, int], None]:
 
 
 # ----------------------------------------------------------------------------- core objects
-# ComfyUI latent_formats class name -> pid_core.latents name.
-_COMFY_LATENT_FORMATS = {"Flux": "flux", "SD3": "sd3", "SDXL": "sdxl", "Wan21": "qwenimage",
-                         "Flux2": "flux2"}
-
-
 def model_latent_format(model) -> tuple[Optional[str], str]:
     """(pid_core format name or None, ComfyUI class name) of a connected MODEL."""
     fmt = None
@@ -254,7 +245,8 @@ def model_latent_format(model) -> tuple[Optional[str], str]:
     if fmt is None:
         return None, "unknown"
     cls = type(fmt).__name__
-    return _COMFY_LATENT_FORMATS.get(cls), cls
+    found = format_for_comfy_class(cls)
+    return (found.name if found else None), cls
 
 
 def model_sampling(model):
@@ -288,20 +280,8 @@ def discard_penultimate_samplers() -> set[str]:
 
 
 def vae_latent_formats(vae) -> set[str]:
-    """Latent formats a VAE's latents can be, from its channel count and dimensionality.
-
-    FLUX.1 and SD3 VAEs share one architecture (16 ch, 2-D), so both stay possible; Qwen-Image's
-    is the 3-D Wan 2.1 VAE; FLUX.2's emits 128 packed channels (32 before packing).
-    """
-    ch = getattr(vae, "latent_channels", None)
-    dim = getattr(vae, "latent_dim", 2)
-    if ch == 4:
-        return {"sdxl"}
-    if ch in (32, 128):
-        return {"flux2"}
-    if ch == 16:
-        return {"qwenimage"} if dim == 3 else {"flux", "sd3"}
-    return set()
+    """Latent formats a VAE's latents can be, from its channel count and dimensionality."""
+    return set(formats_for_vae(getattr(vae, "latent_channels", None), getattr(vae, "latent_dim", 2) == 3))
 
 
 def vae_description(vae) -> str:

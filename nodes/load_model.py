@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..pid_core.config import HF_REPO, WEIGHTS_LICENSE
 from ..pid_core.decoder import load_decoder
 from ..pid_core.errors import CheckpointReadError
-from . import host
+from ..pid_core.loading import dtype_name
+from . import host, node_base
 from .download import OFF, ensure_release, release_choices
 from .pid_types import PID_MODEL, PiDModel
 from .text_encode import load_text_encoder
@@ -20,7 +21,7 @@ class PiDLoadModel:
         "Loads an NVIDIA PiD pixel-diffusion decoder (1.3B DiT that decodes an LDM latent to 4x "
         "resolution in 4 steps) and the Gemma-2-2B text encoder it is conditioned on. Reports the "
         f"detected family/variant. Weights: {HF_REPO} on Hugging Face, {WEIGHTS_LICENSE}.")
-    CATEGORY = "PiD"
+    CATEGORY = node_base.CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (PID_MODEL, "STRING")
     RETURN_NAMES = ("pid_model", "info")
@@ -79,5 +80,5 @@ class PiDLoadModel:
         model = PiDModel(decoder=decoder, patcher=host.wrap_model(decoder.net),
                          text_encoder=encoder, checkpoint=checkpoint if download == OFF else path,
                          text_encoder_name="CLIP input" if clip is not None else text_encoder,
-                         dtype=compute)
+                         dtype=dtype_name(compute))
         return (model, model.describe())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 PID_MODEL = "PID_MODEL"
 
@@ -35,7 +35,7 @@ class PiDModel:
 
     def describe(self) -> str:
         info = self.info
-        envelope = (f"output sides {info.envelope[0]}..{info.envelope[1]} px"
+        envelope = (f"output sides {info.envelope.min_side}..{info.envelope.max_side} px"
                     if info.envelope else "output size unchecked (custom dims)")
         return "\n".join([
             f"checkpoint: {self.checkpoint}",
@@ -46,6 +46,3 @@ class PiDModel:
             f"compute dtype: {self.dtype}; stored as {info.source_dtype} ({info.layout})",
             f"text encoder: {self.text_encoder_name}",
         ])
-
-    def release_name(self) -> Optional[str]:
-        return self.info.release

@@ -1,24 +1,35 @@
-"""Input resolution shared by the decode nodes: which latent format, which prompt encoder.
+"""Input resolution shared by the decode nodes: which latent format and noise frame, which encoder.
 
-Decisions only (no tensor math): the 16-channel families FLUX.1/Z-Image, SD3 and Qwen-Image
-cannot be told apart from a latent's shape, so "auto" uses what the graph says (a connected
-MODEL's latent format, the VAE's latent shape) and otherwise asks.
+Decisions only (no tensor math). The latent's channel count is checked against the checkpoint
+first (the most basic mismatch). The 16-channel families FLUX.1/Z-Image, SD3 and Qwen-Image cannot
+be told apart from a latent's shape, so "auto" uses what the graph says (a connected MODEL's
+ComfyUI latent format, a VAE's latent shape) and otherwise asks. The noise frame of a noisy
+latent comes from the connected MODEL's sampling type (AuraFlow samples SDXL-VAE latents in the
+flow frame), else from the format's default.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..pid_core.errors import LatentMismatchError, TextEncodingError
+from ..pid_core.latents import COMFY_FORMATS, LATENT_FORMATS, check_latent
 from . import host
+from .schedule import noise_frame
 
-LATENT_FORMAT_CHOICES = ["auto", "flux", "sd3", "sdxl", "qwenimage", "flux2"]
-_FORMAT_HELP = ("flux = FLUX.1 / Z-Image / Boogu, sd3 = SD3 / SD3.5, sdxl = SDXL, "
-                "qwenimage = Qwen-Image, flux2 = FLUX.2 / klein")
+LATENT_FORMAT_CHOICES = ["auto", *COMFY_FORMATS]
+_FORMAT_HELP = ", ".join(f"{n} = {LATENT_FORMATS[n].description}" for n in COMFY_FORMATS)
 
 
-def latent_format(choice: str, info, model=None, vae=None) -> str:
-    """The pid_core latent format name to decode with (the decoder checks it fits the checkpoint)."""
+def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple[str, Optional[str]]:
+    """(pid_core format name, noise frame or None) to decode ``latent`` with; the decoder checks
+    that the format fits the checkpoint."""
+    if latent is not None:
+        check_latent(latent, info.latent_channels, info.describe())
+    sampling = host.model_sampling(model) if model is not None else None
+    frame = noise_frame(sampling) if sampling is not None else None
     if choice != "auto":
-        return choice
+        return choice, frame
     if model is not None:
         name, cls = host.model_latent_format(model)
         if name is None:
@@ -26,7 +37,7 @@ def latent_format(choice: str, info, model=None, vae=None) -> str:
                 f"The connected MODEL uses ComfyUI latent format '{cls}', which PiD cannot decode; "
                 f"PiD supports {_FORMAT_HELP}. Disconnect the MODEL and set latent_format, or use "
                 f"an LDM of a supported family.")
-        return name
+        return name, frame
     candidates = list(info.latent_formats)
     if vae is not None:
         fits = host.vae_latent_formats(vae)
@@ -37,11 +48,11 @@ def latent_format(choice: str, info, model=None, vae=None) -> str:
                 f"checkpoint decodes {'/'.join(info.latent_formats)} latents ({info.describe()}). "
                 f"Connect the VAE of that family or load the matching PiD checkpoint.")
     if len(candidates) == 1:
-        return candidates[0]
+        return candidates[0], frame
     raise LatentMismatchError(
         f"latent_format is 'auto' but this PiD checkpoint accepts {' or '.join(candidates)} "
-        f"latents, which look identical (16 channels). Connect the LDM's MODEL to the 'model' "
-        f"input, or choose latent_format explicitly ({_FORMAT_HELP}).")
+        f"latents, which look identical ({info.latent_channels} channels). Connect the LDM's MODEL "
+        f"to the 'model' input, or choose latent_format explicitly ({_FORMAT_HELP}).")
 
 
 def require_text_encoder(pid_model):

@@ -20,8 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from ..pid_core.errors import PiDInputError
-
-FLOW, VE = "flow", "ve"
+from ..pid_core.latents import FLOW, VE
 
 
 @dataclass(frozen=True)

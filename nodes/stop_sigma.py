@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import host
+from . import host, node_base
 from .schedule import FALLBACK_SCHEDULERS, from_sigmas, noise_frame, stop_sigma
 
 _FALLBACK_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "res_multistep", "uni_pc"]
@@ -14,7 +14,7 @@ class PiDStopSigma:
         "return_with_leftover_noise = enable, from the same MODEL, sampler, scheduler, steps and "
         "end_at_step, using the model's own sampling object (flow shift, ModelSampling* nodes and "
         "SDXL's schedule are honoured). Wire 'sigma' into PiD Decode Latent.")
-    CATEGORY = "PiD"
+    CATEGORY = node_base.CATEGORY
     FUNCTION = "compute"
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("sigma", "note")

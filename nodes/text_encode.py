@@ -1,4 +1,4 @@
-"""Prompt -> PiD text features through the host's Gemma-2-2B text encoder (issue 6, PID_SPEC §6).
+"""Prompt -> PiD text features through the host's Gemma-2-2B text encoder.
 
 The recipe lives in ``pid_core.text``; this module only supplies the encoder:
 
@@ -14,7 +14,7 @@ The recipe lives in ``pid_core.text``; this module only supplies the encoder:
   Inside the model, ComfyUI adds the padding mask to a causal mask (``Llama2_.forward``), the
   same semantics as ``transformers``: pad positions still get hidden states.
 * Outside ComfyUI (tests, CLI) any ``TextEncoderLike`` works, e.g.
-  ``pid_core.text.TransformersGemmaEncoder``.
+  ``pid_core.gemma_hf.TransformersGemmaEncoder``.
 
 Memory: the CLIP is loaded with ``CLIP.load_model()`` (ComfyUI's model manager, which may evict
 other models). Nothing here holds it afterwards: it stays in ComfyUI's list of loaded models,
@@ -46,7 +46,8 @@ import torch
 from torch import Tensor
 
 from ..pid_core.errors import PiDInputError, TextEncodingError
-from ..pid_core.text import TEXT_DIM, TEXT_TOKENS, TextEncoderLike, TransformersGemmaEncoder, encode_captions
+from ..pid_core.gemma_hf import TransformersGemmaEncoder
+from ..pid_core.text import TEXT_DIM, TEXT_TOKENS, TextEncoderLike, encode_captions
 from . import host
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def load_text_encoder(path: Union[str, os.PathLike], *, device: str = "default")
     ``CLIPLoader``'s ``device`` option).
 
     A directory (a Hugging Face Gemma-2 folder) is loaded with
-    ``pid_core.text.TransformersGemmaEncoder`` on the CPU instead (scripts without ComfyUI; it
+    ``pid_core.gemma_hf.TransformersGemmaEncoder`` on the CPU instead (scripts without ComfyUI; it
     stays outside ComfyUI's memory manager, so it never takes GPU memory).
     """
     path = os.fspath(path)
@@ -333,7 +334,7 @@ def _comfy_module(name: str):
     except ImportError as exc:
         raise TextEncodingError(
             f"loading a text-encoder file this way needs the ComfyUI host ({name}); outside "
-            "ComfyUI use pid_core.text.TransformersGemmaEncoder(model_dir)."
+            "ComfyUI use pid_core.gemma_hf.TransformersGemmaEncoder(model_dir)."
         ) from exc
 
 

@@ -4,27 +4,23 @@ from __future__ import annotations
 
 from ..pid_core.color_anchor import anchor_colors as anchor_to_source
 from ..pid_core.sizing import resize_bchw, upscale_sizes
-from . import host
+from . import host, node_base, pipeline
 from .pid_types import PID_MODEL
-from .resolve import LATENT_FORMAT_CHOICES, require_text_encoder
+from .resolve import LATENT_FORMAT_CHOICES
 from .resolve import latent_format as resolve_format
-from .text_encode import encode_prompt
 
 # Output sides snap to 64 px: the trained 2kto4k grid uses multiples of 64, and 64 is a multiple
 # of every output factor (32 for 8x VAEs, 64 for FLUX.2), so the 1/4-size VAE input is whole.
 SNAP = 64
 
 
-class PiDUpscale2Kto4K:
+class PiDUpscale2Kto4K(node_base.ImageNode):
     DESCRIPTION = (
         "Upscales an image (about 2K, any aspect) to 4K with PiD: a copy downscaled to 1/4 of the "
         "target is encoded with the VAE and decoded by PiD at 4x, then (by default) its colours "
         "and broad tones are anchored to the source. Use a 2kto4k or v1.5 PiD checkpoint and the "
         "VAE of its family.")
-    CATEGORY = "PiD"
     FUNCTION = "upscale"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
     OUTPUT_TOOLTIPS = ("Upscaled image [B, H, W, 3] in 0..1, long side = long_side (aspect kept, "
                        "sides multiples of 64).",)
 
@@ -49,11 +45,8 @@ class PiDUpscale2Kto4K:
                 "anchor_colors": ("BOOLEAN", {"default": True, "tooltip": (
                     "Keep colours and broad tones of the source: replace the output's structure "
                     "coarser than ~32 output px with the source's. Off = raw PiD output.")}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                                 "control_after_generate": True, "tooltip": (
-                    "Seed of PiD's own noise (0..2^64-1). Changes fine texture only.")}),
-                "steps": ("INT", {"default": 4, "min": 1, "max": 4, "tooltip": (
-                    "PiD network calls, 1..4 (trained for 4; fewer is faster and softer).")}),
+                "seed": node_base.SEED,
+                "steps": node_base.STEPS,
                 "latent_format": (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
                     "How PiD reads the VAE's latent. auto = decided from the VAE and the "
                     "checkpoint; choose explicitly if asked (flux = FLUX.1/Z-Image VAE).")}),
@@ -63,18 +56,13 @@ class PiDUpscale2Kto4K:
     def upscale(self, pid_model, image, vae, prompt, long_side, anchor_colors=True, seed=0,
                 steps=4, latent_format="auto"):
         dec = pid_model.decoder
-        fmt = resolve_format(latent_format, dec.info, vae=vae)
+        fmt, _ = resolve_format(latent_format, dec.info, vae=vae)
         source = image.movedim(-1, 1)  # BHWC -> BCHW
         out_hw, small_hw = upscale_sizes(source.shape[-2:], long_side, dec.info.sr_scale, SNAP)
         small = resize_bchw(source, small_hw).clamp(0.0, 1.0)
         latent = host.vae_encode(vae, small.movedim(1, -1)[..., :3])
-        text = encode_prompt(require_text_encoder(pid_model), [prompt])
-        plan = dec.plan(latent.shape, out_hw)  # large outputs are tiled, not refused
-        device = host.load_for_inference(pid_model.patcher, dec.net, plan.estimate.activations)
-        pbar = host.progress_bar(plan.progress_total(steps))
-        out = dec.decode(latent.to(device), 0.0, text.to(device), seed=seed, steps=steps,
-                         latent_format=fmt, output_size=out_hw, tile="auto",
-                         callback=host.step_callback(pbar))
+        out = pipeline.decode(pid_model, latent, 0.0, prompt, seed=seed, steps=steps,
+                              latent_format=fmt, output_size=out_hw)
         if anchor_colors:
             out = anchor_to_source(out, source[:, :3])
         return (out.movedim(1, -1).to(host.intermediate_device()),)

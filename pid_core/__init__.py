@@ -4,21 +4,33 @@ Public API::
 
     from pid_core import load_decoder
     dec = load_decoder("model_ema_bf16.pth", device="cuda", dtype="bf16")
-    image = dec.decode(latent, sigma, text_features, seed=0, steps=4, latent_format="flux")
+    plan = dec.plan(latent.shape)                      # whole image or tiles, from the budget
+    image = dec.decode(latent, sigma, text_features, seed=0, steps=4, latent_format="flux", plan=plan)
 """
 
-from .config import RELEASES, RELEASES_BY_NAME, PiDNetConfig, Release
+from .config import RELEASES, RELEASES_BY_NAME, Envelope, PiDNetConfig, Release
 from .decoder import DecoderInfo, PiDDecoder, load_decoder
-from .errors import (CheckpointError, CheckpointReadError, DownloadError, LatentMismatchError,
-                     NotAPiDCheckpointError, PiDError, PiDInputError, PiDInterrupted,
-                     PiDOutOfMemoryError, StateDictMismatchError, TextEncodingError,
-                     UnsupportedCheckpointError)
+from .errors import (
+                     CheckpointError,
+                     CheckpointReadError,
+                     DownloadError,
+                     LatentMismatchError,
+                     NonFiniteOutputError,
+                     NotAPiDCheckpointError,
+                     PiDError,
+                     PiDInputError,
+                     PiDOutOfMemoryError,
+                     StateDictMismatchError,
+                     TextEncodingError,
+                     UnsupportedCheckpointError,
+)
 from .latents import LATENT_FORMATS, LatentFormat, get_latent_format
+from .memory import DecodePlan
 
 __all__ = [
-    "load_decoder", "PiDDecoder", "DecoderInfo", "PiDNetConfig", "Release", "RELEASES",
-    "RELEASES_BY_NAME", "LATENT_FORMATS", "LatentFormat", "get_latent_format",
+    "load_decoder", "PiDDecoder", "DecoderInfo", "DecodePlan", "PiDNetConfig", "Release", "Envelope",
+    "RELEASES", "RELEASES_BY_NAME", "LATENT_FORMATS", "LatentFormat", "get_latent_format",
     "PiDError", "CheckpointError", "CheckpointReadError", "NotAPiDCheckpointError",
     "UnsupportedCheckpointError", "StateDictMismatchError", "PiDInputError", "LatentMismatchError",
-    "TextEncodingError", "DownloadError", "PiDOutOfMemoryError", "PiDInterrupted",
+    "TextEncodingError", "DownloadError", "PiDOutOfMemoryError", "NonFiniteOutputError",
 ]

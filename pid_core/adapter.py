@@ -1,8 +1,11 @@
-"""The latent adapter (upstream ``LQProjection2D``) and its sigma-aware gates (PID_SPEC 1.6).
+"""The latent adapter and its sigma-aware gates (nv-tlabs/PiD @2c8814c
+``pid/_src/networks/lq_projection_2d.py``, ``LQProjection2D``).
 
-The adapter turns the normalised LDM latent into one feature map per injection point. Its output
-depends only on the latent and the patch grid, so the decoder computes it once per decode and
-reuses it at every sampler step.
+The adapter turns the normalised LDM latent into one feature map per injection point. It owns
+its API in three stages, because its output depends only on the latent and the patch grid:
+``align`` (unpatchify + resample to the patch grid), ``trunk`` (the conv stack) and ``tokens``
+(the shared ``[B, L, hid]`` features, computed once per decode, or per tile on a crop), then
+``head(tokens, k)`` right before gate k at every step. ``forward`` is the upstream call.
 """
 
 from __future__ import annotations
@@ -89,12 +92,40 @@ class LatentAdapter(nn.Module):
             for _ in range(cfg.num_injections))
         self.pit_head = operations.Linear(hid, cfg.hidden_size, **kw) if cfg.pit_gate else None
 
+    @property
+    def receptive_radius(self) -> int:
+        """Cells of context the trunk reads around each output cell (one per 3x3 conv)."""
+        return sum(isinstance(m, nn.Conv2d) for m in self.latent_proj.modules())
+
+    @property
+    def n_heads(self) -> int:
+        """Outputs per decode: one per injection (+ the PiT feature, last, for v1.5 nets)."""
+        return len(self.output_heads) + (self.pit_head is not None)
+
+    def align(self, z: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The latent unpatchified and resampled to the patch grid: ``[B, C', Hs, Ws]``."""
+        z = unpatchify_latent(z.to(self.latent_proj[0].weight.dtype), self.unpatchify)
+        return align_to_grid(z, grid, self.ratio)
+
+    def trunk(self, aligned: torch.Tensor) -> torch.Tensor:
+        """Conv stack on a (crop of the) grid-aligned latent: ``[B, hid, h, w]``."""
+        return self.latent_proj(aligned)
+
+    @staticmethod
+    def tokens(trunk: torch.Tensor) -> torch.Tensor:
+        """``[B, hid, h, w] -> [B, h*w, hid]`` (row-major, as the patch tokens), contiguous."""
+        return trunk.flatten(2).transpose(1, 2).contiguous()
+
+    def encode(self, z: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The shared features ``[B, L, hid]`` of a whole latent (``align -> trunk -> tokens``)."""
+        return self.tokens(self.trunk(self.align(z, grid)))
+
+    def head(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
+        """Output ``k`` ``[B, L, hidden]``: injection k, or the PiT feature for ``k = n_heads - 1``
+        on v1.5 nets."""
+        return self.output_heads[k](tokens) if k < len(self.output_heads) else self.pit_head(tokens)
+
     def forward(self, z: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
-        """Features ``[B, Hs*Ws, hidden]`` per injection point (+ the PiT feature last, v1.5)."""
-        w = self.latent_proj[0].weight
-        z = align_to_grid(unpatchify_latent(z.to(w.dtype), self.unpatchify), grid, self.ratio)
-        tokens = self.latent_proj(z).flatten(2).transpose(1, 2)
-        feats = [head(tokens) for head in self.output_heads]
-        if self.pit_head is not None:
-            feats.append(self.pit_head(tokens))
-        return feats
+        """Every output ``[B, Hs*Ws, hidden]``, in injection order (+ the PiT feature last)."""
+        tokens = self.encode(z, grid)
+        return [self.head(tokens, k) for k in range(self.n_heads)]

@@ -1,4 +1,5 @@
-"""Building blocks of the PixelDiT-T2I backbone (PID_SPEC 1.2 - 1.5).
+"""Building blocks of the PixelDiT-T2I backbone (nv-tlabs/PiD @2c8814c
+``pid/_src/networks/pixeldit_official.py``: RMSNorm, MMDiTBlockT2I, PiTBlock, embedders).
 
 Module attribute names mirror the upstream state-dict keys exactly, so ``state_dict()`` of our
 network is the upstream layout. Every layer takes ``dtype``, ``device`` and an ``operations``
@@ -260,7 +261,7 @@ class PixelBlock(nn.Module):
         """Row slices of the fused adaLN Linear: ((W, b) for chunks 0-1, (W, b) for chunks 2-5),
         used when the tokens are processed in several slices (together one copy of the weight).
 
-        Output feature ``p*6*D + j*D + d`` (pixel p, chunk j, channel d; PID_SPEC 1.5), so chunk
+        Output feature ``p*6*D + j*D + d`` (pixel p, chunk j, channel d; upstream PiTBlock), so chunk
         group ``j0:j1`` is ``weight.view(P^2, 6, D, -1)[:, j0:j1]``. None for host layers.
         """
         lin = self.adaLN_modulation[0]

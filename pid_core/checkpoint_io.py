@@ -2,7 +2,7 @@
 
 ``.pth``/``.pt`` files are read only with ``torch.load(weights_only=True)`` (a pickle that would run
 code is refused, not executed); ``.safetensors``/``.sft`` through safetensors. Nothing here knows
-about PiD key names: see ``keys.py`` and ``detect.py``.
+about PiD key names: see ``detect.py``.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def _info(args) -> int:
     cfg = det.config
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values()})
     print(f"file:       {args.checkpoint}")
-    print(f"family:     {det.family} ({', '.join(det.formats)} latents, {cfg.latent_channels} channels)")
+    print(f"family:     {det.family} ({', '.join(det.latent_formats)} latents, {cfg.latent_channels} channels)")
     print(f"variant:    {det.version} {det.resolution}"
           + (f" (release {det.release})" if det.release else " (custom dims)"))
     print(f"parameters: {sum(v.numel() for v in sd.values()):,}")
@@ -89,7 +89,8 @@ def _info(args) -> int:
 def _text(args, batch: int) -> torch.Tensor:
     if args.text_embeds:
         return read_text_embeds(args.text_embeds)
-    from .text import TransformersGemmaEncoder, encode_captions
+    from .gemma_hf import TransformersGemmaEncoder
+    from .text import encode_captions
     if not args.text_encoder:
         raise PiDInputError("--prompt needs --text-encoder DIR (a Gemma-2-2B-it folder for transformers).")
     enc = TransformersGemmaEncoder(args.text_encoder, device=args.device)

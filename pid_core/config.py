@@ -1,17 +1,18 @@
 """Network hyper-parameters and the registry of released PiD checkpoints.
 
-Constants come from nv-tlabs/PiD @ 2c8814c: the net presets in
-``pid/_src/configs/pid/net.py`` (PID_SR4X, PID_SR4X_V1PT5, PID_SR4X_V1PT5_FOR_FLUX2) and the
-experiment configs ``configs/pid/experiment_*/shared_config.py``, as summarised in
-shared/PID_SPEC.md sections 1.7, 3 and 7.
+Constants come from nv-tlabs/PiD @2c8814c: the net presets in ``pid/_src/configs/pid/net.py``
+(PID_SR4X, PID_SR4X_V1PT5, PID_SR4X_V1PT5_FOR_FLUX2), the experiment configs
+``pid/_src/configs/pid/experiment_*/shared_config.py``; release folders and training sizes from
+the README of the same commit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-# Released nets share these (PID_SPEC 1.7 "Common to all").
+# Every released net shares these (net.py presets).
 PATCH_SIZE = 16
 TEXT_DIM = 2304          # Gemma-2-2B hidden size
 TEXT_TOKENS = 300        # txt_max_length
@@ -83,12 +84,22 @@ V1 = PiDNetConfig()
 V1_5 = V1.replace(adapter_dim=1024, gate_per_dim=False, pit_gate=True,
                   conv_padding="replicate", rope_ref_px=2048)
 
-# Bucket sizes (H, W) the releases were trained at (PID_SPEC 7).
+
+
+class Envelope(NamedTuple):
+    """Output sides (px) a checkpoint was trained for; a whole-image decode stays inside."""
+
+    min_side: int
+    max_side: int
+    name: str           # "2k" | "2kto4k", as in the release names
+
+
+# Bucket sizes (H, W) the 2k releases were trained at (README; IMAGE_RES_SIZE_INFO["2048"]).
 SIZES_2K = ((2048, 2048), (2304, 1728), (1728, 2304), (2688, 1536), (1536, 2688),
             (2688, 1792), (1792, 2688))
-# 2kto4k envelope: long side 2048..4096, area between 2048^2 and about 3840^2.
-ENVELOPE_2K = (1536, 2688)
-ENVELOPE_2KTO4K = (1536, 4096)
+# 2kto4k: long side 2048..4096, area between 2048^2 and about 3840^2 (the multi-resolution grid).
+ENVELOPES = {"2k": Envelope(1536, 2688, "2k"), "2kto4k": Envelope(1536, 4096, "2kto4k")}
+ENVELOPE_2K, ENVELOPE_2KTO4K = ENVELOPES["2k"], ENVELOPES["2kto4k"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,8 @@ class Release:
     family: str               # latent family: "16ch", "sdxl", "flux2", "dinov2", "siglip"
     version: str              # "v1" or "v1.5"
     resolution: str           # "2k" or "2kto4k"
-    formats: tuple            # latent formats (pid_core.latents names) this net was trained on
+    formats: tuple            # pid_core.latents names this net was trained on ("normalized": RAE
+                              # features, which ComfyUI has no encoder for)
     config: PiDNetConfig = field(repr=False, default=V1)
 
     @property
@@ -120,9 +132,9 @@ RELEASES = (
     Release("flux2_2k", "PiD_res2k_sr4x_official_flux2_distill_4step", "flux2", "v1", "2k",
             ("flux2",), V1.replace(latent_channels=128, latent_down=16)),
     Release("dinov2_2k", "PiD_res2k_sr4x_official_dinov2_distill_4step", "dinov2", "v1", "2k",
-            ("dinov2",), V1.replace(latent_channels=768, latent_down=16)),
+            ("normalized",), V1.replace(latent_channels=768, latent_down=16)),
     Release("siglip_2k", "PiD_res2k_sr8x_official_siglip_distill_4step", "siglip", "v1", "2k",
-            ("siglip",), V1.replace(latent_channels=1152, latent_down=16, sr_scale=8)),
+            ("normalized",), V1.replace(latent_channels=1152, latent_down=16, sr_scale=8)),
     Release("flux_v1.5", "PiD_v1pt5_res2kto4k_sr4x_official_flux_distill_4step", "16ch", "v1.5",
             "2kto4k", ("flux",), V1_5),
     Release("qwenimage_v1.5", "PiD_v1pt5_res2kto4k_sr4x_official_qwenimage_distill_4step", "16ch",

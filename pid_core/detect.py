@@ -1,10 +1,12 @@
 """Normalise checkpoint key layouts and recognise a PiD variant from tensor shapes alone.
 
-Layouts accepted (PID_SPEC 2, 8): keys with no prefix, ``net.`` (official ``model_ema_bf16.pth``) or
-``model.diffusion_model.`` (ComfyUI repack); each pixel block's adaLN either fused
-(``adaLN_modulation.0``, upstream) or split into ``adaLN_modulation_msa`` / ``adaLN_modulation_mlp``
-(ComfyUI). Detection reads shapes only: latent channels and hidden dim of the adapter, gate shape,
-PiT gate presence, and the backbone dims (so tiny test nets are recognised the same way).
+Layouts accepted: keys with no prefix, ``net.`` (the official ``model_ema_bf16.pth``, written by
+nv-tlabs/PiD @2c8814c ``scripts/convert_distcp_to_pt.py``) or ``model.diffusion_model.`` (the
+ComfyUI repack); each pixel block's adaLN either fused (``adaLN_modulation.0``, upstream) or split
+into ``adaLN_modulation_msa`` / ``adaLN_modulation_mlp`` (ComfyUI ``comfy/ldm/pixeldit``).
+Detection reads shapes only: latent channels and hidden dim of the adapter, gate shape, PiT gate
+presence, and the backbone dims (so tiny test nets are recognised the same way). Which family a
+shape means comes from the release registry (``config.RELEASES``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import RELEASES, PiDNetConfig
-from .errors import NotAPiDCheckpointError, UnsupportedCheckpointError
+from .config import ENVELOPES, RELEASES, Envelope, PiDNetConfig
+from .errors import NotAPiDCheckpointError, StateDictMismatchError, UnsupportedCheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,6 @@ def fuse_split_adaln(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
         return sd, False
     for (idx, kind), halves in parts.items():
         if set(halves) != {"msa", "mlp"}:
-            missing = ({"msa", "mlp"} - set(halves)).pop()
             out[f"pixel_blocks.{idx}.adaLN_modulation_{next(iter(halves))}.{kind}"] = next(iter(halves.values()))
             out.pop(f"pixel_blocks.{idx}.adaLN_modulation.0.{kind}", None)
             continue  # strict loading then reports the unexpected half and the missing fused key
@@ -117,23 +118,34 @@ class Detection:
     """What a state dict is: its net config plus the family/version a user would recognise."""
 
     config: PiDNetConfig
-    family: str            # "16ch" | "sdxl" | "flux2" | "dinov2" | "siglip"
+    family: str            # "16ch" | "sdxl" | "flux2" | "dinov2" | "siglip" (config.Release.family)
     version: str           # "v1" | "v1.5"
     resolution: str        # "2k" | "2kto4k"
-    formats: tuple         # latent format names this net accepts
+    latent_formats: tuple  # pid_core.latents names this net accepts
     release: str | None    # name in config.RELEASES when the dims are a released net's
+    envelope: Envelope | None  # trained output sides; None (unchecked) for custom dims
+
+    # read from the config: latent channels, VAE down factor, super-resolution scale, their product
+    latent_channels = property(lambda self: self.config.latent_channels)
+    vae_factor = property(lambda self: self.config.latent_down)
+    sr_scale = property(lambda self: self.config.sr_scale)
+    output_factor = property(lambda self: self.config.output_factor)
 
 
-# adapter conv in-channels -> (family, latent channels, VAE factor, unpatchify, sr scale)
-_FAMILY_BY_CIN = {
-    ("v1", 16): ("16ch", 16, 8, 1, 4), ("v1", 4): ("sdxl", 4, 8, 1, 4),
-    ("v1", 128): ("flux2", 128, 16, 1, 4), ("v1", 768): ("dinov2", 768, 16, 1, 4),
-    ("v1", 1152): ("siglip", 1152, 16, 1, 8),
-    ("v1.5", 16): ("16ch", 16, 8, 1, 4), ("v1.5", 32): ("flux2", 128, 16, 2, 4),
-}
-_FORMATS = {("16ch", "v1"): ("flux", "sd3"), ("16ch", "v1.5"): ("flux", "qwenimage"),
-            ("sdxl", "v1"): ("sdxl",), ("flux2", "v1"): ("flux2",), ("flux2", "v1.5"): ("flux2",),
-            ("dinov2", "v1"): ("normalized",), ("siglip", "v1"): ("normalized",)}
+def _family_table() -> dict:
+    """(version, adapter conv in-channels) -> (family, the release config's latent fields, formats
+    of every release of that family and version in registry order)."""
+    table: dict = {}
+    for r in RELEASES:
+        c = r.config
+        key = (r.version, c.adapter_in_channels)
+        fam, fields, formats = table.get(key, (r.family, (c.latent_channels, c.latent_down,
+                                                          c.unpatchify, c.sr_scale), ()))
+        table[key] = (fam, fields, formats + tuple(f for f in r.formats if f not in formats))
+    return table
+
+
+_FAMILIES = _family_table()
 
 
 def _count(sd, prefix: str) -> int:
@@ -158,19 +170,18 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
         pixel_mlp = sd["pixel_blocks.0.mlp.fc1.weight"].shape[0]
         text_dim = sd["y_embedder.proj.weight"].shape[1]
     except KeyError as exc:
-        from .errors import StateDictMismatchError
         raise StateDictMismatchError(
             f"'{name}' looks like a PiD decoder but lacks {exc.args[0]}, which is needed to tell its "
             f"variant; the file is incomplete. Download it again.", missing=[exc.args[0]]) from exc
     pit = "pit_lq_gate.content_proj.weight" in sd or "lq_proj.pit_head.weight" in sd
     version = "v1.5" if (pit or gate_rows == 1) else "v1"
-    fam = _FAMILY_BY_CIN.get((version, cin))
+    fam = _FAMILIES.get((version, cin))
     if fam is None:
-        known = ", ".join(f"{c} ({f[0]} {v})" for (v, c), f in _FAMILY_BY_CIN.items())
+        known = ", ".join(f"{c} ({f[0]} {v})" for (v, c), f in _FAMILIES.items())
         raise NotAPiDCheckpointError(
             f"'{name}' is a PiD-like net whose latent adapter takes {cin} channels ({version}); known "
             f"releases take {known}. This variant is not supported.")
-    family, lat_ch, down, unpatch, sr = fam
+    family, (lat_ch, down, unpatch, sr), formats = fam
     patch = int(math.isqrt(patch_in // 3))
     cfg = PiDNetConfig(
         hidden_size=hidden, num_heads=hidden // head_dim,
@@ -185,7 +196,6 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
         conv_padding="zeros" if version == "v1" else "replicate",
         rope_ref_px=1024 if version == "v1" else 2048, sr_scale=sr)
     hint = name_hint.lower()
-    formats = _FORMATS[(family, version)]
     resolution = "2kto4k" if (version == "v1.5" or family == "sdxl" or "2kto4k" in hint or "4k" in hint) else "2k"
     if family == "16ch" and version == "v1" and "sd3" in hint:
         formats = ("sd3", "flux")
@@ -193,7 +203,8 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
         formats = ("qwenimage", "flux")
     release = _match_release(cfg, family, version, resolution, formats)
     _warn_name_conflict(name, hint, family, version)
-    return Detection(cfg, family, version, resolution, formats, release)
+    envelope = ENVELOPES[resolution] if release is not None else None
+    return Detection(cfg, family, version, resolution, formats, release, envelope)
 
 
 # File-name words -> what they promise, to flag a misnamed file (the tensors decide, not the name).

@@ -59,7 +59,3 @@ class PiDOutOfMemoryError(PiDError, MemoryError):
 
 class NonFiniteOutputError(PiDError):
     """The network produced NaN/Inf pixels (fp16 overflow or a checkpoint with NaN weights)."""
-
-
-class PiDInterrupted(PiDError):
-    """A decode was stopped by its callback (user interruption)."""

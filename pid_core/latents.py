@@ -1,15 +1,16 @@
-"""Latent formats: turn a raw ComfyUI LATENT into the latent space PiD was trained on.
+"""Latent formats: the one place that knows each LDM family's latent.
 
-PiD consumes the latent in the LDM's own *model-space* normalisation (what the upstream
-tokenizer's ``encode()`` returns), while a ComfyUI LATENT holds the raw VAE output. Each
-backbone therefore gets one small :class:`LatentFormat` whose ``process_in`` is exactly
-ComfyUI's ``latent_formats.<X>.process_in`` (PID_SPEC §3), and whose ``to_pid_frame`` maps
-a noisy latent and its sigma into the flow/VP frame PiD's gates were trained with (§4).
+PiD reads the latent in the LDM's own *model-space* normalisation (what the upstream tokenizer's
+``encode()`` returns: nv-tlabs/PiD @2c8814c ``pid/_src/inference/from_ldm.py``), while a ComfyUI
+LATENT holds the raw VAE output. Each family gets one :class:`LatentFormat`: its channels and VAE
+factor, the ComfyUI ``comfy/latent_formats.py`` classes whose LATENTs it reads, how a ComfyUI VAE
+object of that family reports itself, names and aliases, and ``process_in`` (exactly ComfyUI's
+``latent_formats.<X>.process_in``). Detection, the release registry and the nodes derive from
+:data:`LATENT_FORMATS`.
 
-Constants come from ComfyUI ``comfy/latent_formats.py`` (classes ``Flux``, ``SD3``, ``SDXL``,
-``Wan21`` — used by Qwen-Image — and ``Flux2``), which match the upstream nv-tlabs/PiD
-tokenizer configs (scale/shift of the diffusers VAE configs, Qwen-Image VAE
-``latents_mean``/``latents_std``), as listed in shared/PID_SPEC.md §3.
+The noise frame of a partially denoised latent (flow ``(1-s) x0 + s eps`` or VE ``x0 + s eps``)
+belongs to the LDM's sampling type, not to the VAE: AuraFlow samples SDXL-VAE latents in the
+flow frame. ``frame`` is the format's default; callers that know the sampling type pass it.
 """
 
 from __future__ import annotations
@@ -24,46 +25,42 @@ from torch import Tensor
 from .errors import LatentMismatchError, PiDInputError
 
 FLOW = "flow"  # x_t = (1 - s) x0 + s eps; sigma already in [0, 1]
-VE = "ve"      # x = x0 + s eps (SDXL/EPS models); PiD wants the VP frame
+VE = "ve"      # x = x0 + s eps (EPS / v-prediction models); PiD wants the VP frame
+FRAMES = (FLOW, VE)
 
-# Qwen-Image (Wan2.1-style VAE) per-channel statistics: ComfyUI latent_formats.Wan21
-# latents_mean / latents_std (= Qwen-Image VAE config latents_mean / latents_std).
+# Qwen-Image (Wan2.1-style VAE) per-channel statistics: ComfyUI comfy/latent_formats.py Wan21
+# latents_mean / latents_std (= the Qwen-Image VAE config's latents_mean / latents_std).
 _QWEN_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
               0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 _QWEN_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
              3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
-
-# A hint for error messages: which backbones produce a latent with this many channels.
-_CHANNEL_HINTS = {4: "SDXL", 16: "FLUX.1 / Z-Image / SD3 / Qwen-Image", 128: "FLUX.2"}
 
 # Largest |value| accepted in a raw LATENT. Real VAE latents stay within a few tens; far beyond
 # this the tensor is garbage (or fp16 overflow) and would decode to a saturated image silently.
 LATENT_ABS_LIMIT = 1e4
 
 
-def channel_hint(channels: int) -> str:
-    """`` (that looks like a SDXL latent)`` for known channel counts, else ``""``."""
-    seen = _CHANNEL_HINTS.get(int(channels))
-    return f" (that looks like a {seen} latent)" if seen else ""
-
-
 @dataclass(frozen=True)
 class LatentFormat:
-    """How one backbone's raw LATENT maps to PiD model space: ``(z - shift) * scale / std``.
+    """How one family's raw LATENT maps to PiD model space: ``(z - shift) * scale / std``.
 
-    ``shift`` and ``std`` are per-channel tuples or a single value broadcast to all channels.
-    ``channels`` is None for "normalized" (any channel count accepted). ``vae_factor`` is the
-    latent-to-pixel down factor of the LDM's VAE (None when unknown: "normalized").
+    ``shift``/``std`` are per-channel tuples or one value for all channels. ``channels`` and
+    ``vae_factor`` are None for "normalized" (already model space, any channel count).
     """
 
     name: str
     channels: Optional[int]
     vae_factor: Optional[int]
-    frame: str = FLOW
+    frame: str = FLOW                 # default noise frame (the usual LDM of this VAE)
     scale: float = 1.0
     shift: tuple = (0.0,)
     std: tuple = (1.0,)
-    description: str = ""
+    label: str = ""                   # the LDMs, for messages: "FLUX.1 / Z-Image"
+    description: str = ""             # the VAE, for messages
+    comfy_classes: tuple = ()         # ComfyUI latent_formats class names of this layout
+    aliases: tuple = ()
+    vae_channels: tuple = ()          # ``latent_channels`` of a ComfyUI VAE of this family
+    video_vae: bool = False           # the ComfyUI VAE is 3-D (latent_dim 3)
 
     def process_in(self, raw: Tensor) -> Tensor:
         """Raw ComfyUI LATENT ``[B,C,h,w]`` (or ``[B,C,1,h,w]``) -> PiD model space, float32."""
@@ -71,79 +68,80 @@ class LatentFormat:
         if not z.is_floating_point():
             raise PiDInputError(
                 f"latent must be a floating-point tensor; got dtype {z.dtype}. "
-                "Connect the LATENT produced by a sampler or a VAE Encode node."
-            )
+                "Connect the LATENT produced by a sampler or a VAE Encode node.")
         self.check_channels(z)
         z = z.to(torch.float32)
-        shift = _per_channel(self.shift, z)
-        std = _per_channel(self.std, z)
-        return (z - shift) * self.scale / std
+        return (z - _per_channel(self.shift, z)) * self.scale / _per_channel(self.std, z)
 
-    def to_pid_frame(self, latent: Tensor, sigma) -> tuple[Tensor, Tensor]:
-        """Map a model-space latent and its noise level to PiD's frame; returns float32 tensors.
+    def to_pid_frame(self, latent: Tensor, sigma, frame: str | None = None) -> tuple[Tensor, Tensor]:
+        """Map a model-space latent and its noise level to PiD's frame; float32 tensors.
 
-        Flow formats are returned unchanged. SDXL (VE frame ``x0 + s*eps``) becomes the VP frame
-        PiD was trained with: ``x / sqrt(s^2 + 1)`` and ``s / sqrt(s^2 + 1)`` (PID_SPEC §4).
-        ``sigma`` is a number or a ``[B]``/``[1]`` tensor; the returned sigma is ``[B]``.
+        ``frame`` (default: the format's) is the sampling frame of the LDM that made the latent.
+        Flow latents pass unchanged; a VE latent becomes the VP frame PiD was trained with:
+        ``x / sqrt(s^2 + 1)`` and ``s / sqrt(s^2 + 1)`` (nv-tlabs/PiD @2c8814c
+        ``pid/_src/inference/from_ldm.py``, SDXL). ``sigma``: a number or ``[B]``/``[1]``.
         """
+        frame = self.frame if frame is None else frame
+        if frame not in FRAMES:
+            raise PiDInputError(f"noise frame {frame!r} is unknown; expected 'flow' or 've'.")
         if not isinstance(latent, Tensor) or latent.dim() != 4:
             shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
             raise PiDInputError(f"to_pid_frame expects a 4-D latent [B,C,h,w]; got {shape}.")
         latent = latent.to(torch.float32)
         s = _sigma_vector(sigma, latent.shape[0], latent.device)
-        if self.frame == VE:
+        if frame == VE:
             denom = torch.sqrt(s * s + 1.0)
             return latent / denom.view(-1, 1, 1, 1), s / denom
         if bool((s > 1.0).any()):
             raise PiDInputError(
                 f"sigma {s.tolist()} is above 1 for the flow-matching format '{self.name}'; "
                 "flow sigmas lie in [0, 1]. Pass the sigma of the step where the LDM stopped "
-                "(0 for a finished latent), or pick the 'sdxl' format for VE (EPS) sigmas."
-            )
+                "(0 for a finished latent), or pick the 'sdxl' format for VE (EPS) sigmas.")
         return latent, s
 
     def check_channels(self, z: Tensor) -> None:
         """Raise LatentMismatchError when ``z`` (4-D) has the wrong channel count."""
         if self.channels is None or z.shape[1] == self.channels:
             return
-        looks_like = channel_hint(z.shape[1])
         raise LatentMismatchError(
             f"latent format '{self.name}' ({self.description}) expects {self.channels}-channel "
             f"latents [B,{self.channels},h,w]; the LATENT has shape {tuple(z.shape)} with "
-            f"{z.shape[1]} channels{looks_like}. Pick the latent format of the model that made "
-            "the latent."
-        )
+            f"{z.shape[1]} channels{channel_hint(z.shape[1])}. Pick the latent format of the "
+            "model that made the latent.")
 
 
-# One object per backbone. Constants: ComfyUI comfy/latent_formats.py (class in brackets).
-LATENT_FORMATS: dict[str, LatentFormat] = {
-    # [Flux] scale_factor 0.3611, shift_factor 0.1159 (FLUX.1 VAE; Z-Image and Boogu share it)
-    "flux": LatentFormat("flux", 16, 8, FLOW, scale=0.3611, shift=(0.1159,),
-                         description="FLUX.1 / Z-Image / Boogu VAE"),
+# One object per family. Constants: ComfyUI comfy/latent_formats.py (class in brackets).
+LATENT_FORMATS: dict[str, LatentFormat] = {f.name: f for f in (
+    # [Flux] scale_factor 0.3611, shift_factor 0.1159 (FLUX.1 VAE; Z-Image, Chroma, HiDream,
+    # Lumina 2, Boogu and others sample in it)
+    LatentFormat("flux", 16, 8, FLOW, scale=0.3611, shift=(0.1159,), label="FLUX.1 / Z-Image",
+                 description="FLUX.1 / Z-Image / Boogu VAE", comfy_classes=("Flux",),
+                 aliases=("zimage", "flux1", "boogu"), vae_channels=(16,)),
     # [SD3] scale_factor 1.5305, shift_factor 0.0609
-    "sd3": LatentFormat("sd3", 16, 8, FLOW, scale=1.5305, shift=(0.0609,),
-                        description="SD3 / SD3.5 VAE"),
-    # [SDXL] scale_factor 0.13025, no shift; EPS model, so noisy latents are in the VE frame
-    "sdxl": LatentFormat("sdxl", 4, 8, VE, scale=0.13025, description="SDXL VAE"),
+    LatentFormat("sd3", 16, 8, FLOW, scale=1.5305, shift=(0.0609,), label="SD3",
+                 description="SD3 / SD3.5 VAE", comfy_classes=("SD3",), aliases=("sd35",),
+                 vae_channels=(16,)),
+    # [SDXL] scale_factor 0.13025, no shift; SDXL is an EPS model (VE frame)
+    LatentFormat("sdxl", 4, 8, VE, scale=0.13025, label="SDXL", description="SDXL VAE",
+                 comfy_classes=("SDXL",), vae_channels=(4,)),
     # [Wan21] (latent - latents_mean) * 1.0 / latents_std (Qwen-Image VAE, single frame)
-    "qwenimage": LatentFormat("qwenimage", 16, 8, FLOW, shift=_QWEN_MEAN, std=_QWEN_STD,
-                              description="Qwen-Image VAE"),
+    LatentFormat("qwenimage", 16, 8, FLOW, shift=_QWEN_MEAN, std=_QWEN_STD, label="Qwen-Image",
+                 description="Qwen-Image VAE", comfy_classes=("Wan21",), aliases=("qwen",),
+                 vae_channels=(16,), video_vae=True),
     # [Flux2] identity: ComfyUI's FLUX.2 VAE already emits the 2x2-packed, BatchNorm-normalised
-    # 128-channel latent at 1/16 resolution.
-    "flux2": LatentFormat("flux2", 128, 16, FLOW, description="FLUX.2 / FLUX.2-klein VAE"),
+    # 128-channel latent at 1/16 resolution (it reports 128 channels, 32 before packing).
+    LatentFormat("flux2", 128, 16, FLOW, label="FLUX.2", description="FLUX.2 / FLUX.2-klein VAE",
+                 comfy_classes=("Flux2",), aliases=("klein",), vae_channels=(128, 32)),
     # identity for callers that already hold PiD model-space latents (any channel count)
-    "normalized": LatentFormat("normalized", None, None, FLOW,
-                               description="already in PiD model space"),
-}
+    LatentFormat("normalized", None, None, FLOW, description="already in PiD model space"),
+)}
+ALIASES: dict[str, str] = {a: f.name for f in LATENT_FORMATS.values() for a in f.aliases}
+# The formats a ComfyUI graph can produce (everything but "normalized").
+COMFY_FORMATS = tuple(n for n, f in LATENT_FORMATS.items() if f.comfy_classes)
 
-ALIASES: dict[str, str] = {
-    "zimage": "flux",
-    "flux1": "flux",
-    "boogu": "flux",
-    "sd35": "sd3",
-    "qwen": "qwenimage",
-    "klein": "flux2",
-}
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "-_. ")
 
 
 def get_latent_format(name_or_format: Union[str, LatentFormat]) -> LatentFormat:
@@ -153,27 +151,41 @@ def get_latent_format(name_or_format: Union[str, LatentFormat]) -> LatentFormat:
     if not isinstance(name_or_format, str):
         raise PiDInputError(
             f"latent format must be a name or a LatentFormat; got {type(name_or_format).__name__}. "
-            f"Valid names: {_valid_names()}."
-        )
-    key = "".join(ch for ch in name_or_format.lower() if ch not in "-_. ")
-    key = ALIASES.get(key, key)
+            f"Valid names: {_valid_names()}.")
+    key = ALIASES.get(_key(name_or_format), _key(name_or_format))
     if key not in LATENT_FORMATS:
-        raise PiDInputError(
-            f"unknown latent format {name_or_format!r}. Valid names: {_valid_names()}."
-        )
+        raise PiDInputError(f"unknown latent format {name_or_format!r}. Valid names: {_valid_names()}.")
     return LATENT_FORMATS[key]
 
 
-def as_4d(latent: Tensor) -> Tensor:
-    """Return ``latent`` as ``[B,C,h,w]``, squeezing the singleton time axis of ``[B,C,1,h,w]``.
+def format_for_comfy_class(class_name: str) -> Optional[LatentFormat]:
+    """The format of a ComfyUI ``latent_formats`` class (exact name: ``Flux`` subclasses ``SD3``)."""
+    return next((f for f in LATENT_FORMATS.values() if class_name in f.comfy_classes), None)
 
-    Qwen-Image / Wan-style VAEs in ComfyUI may emit a 5-D LATENT with one frame.
+
+def formats_for_vae(channels, video: bool) -> tuple[str, ...]:
+    """Formats a ComfyUI VAE reporting ``channels`` latent channels (3-D if ``video``) can make.
+
+    FLUX.1 and SD3 VAEs share one architecture, so both stay possible."""
+    return tuple(f.name for f in LATENT_FORMATS.values()
+                 if channels in f.vae_channels and f.video_vae == bool(video))
+
+
+def channel_hint(channels: int) -> str:
+    """`` (that looks like a SDXL latent)`` for known channel counts, else ``""``."""
+    seen = [f.label for f in LATENT_FORMATS.values() if f.channels == int(channels) and f.label]
+    return f" (that looks like a {' / '.join(seen)} latent)" if seen else ""
+
+
+def as_4d(latent: Tensor) -> Tensor:
+    """``latent`` as ``[B,C,h,w]``, squeezing the single frame of a ``[B,C,1,h,w]`` LATENT.
+
+    ComfyUI's Wan21-format LDMs (Qwen-Image) emit 5-D LATENTs with one frame.
     """
     if not isinstance(latent, Tensor):
         raise PiDInputError(
             f"latent must be a torch.Tensor [B,C,h,w]; got {type(latent).__name__}. "
-            "Pass LATENT['samples'], not the LATENT dict."
-        )
+            "Pass LATENT['samples'], not the LATENT dict.")
     if latent.dim() == 4:
         return latent
     if latent.dim() == 5 and latent.shape[2] == 1:
@@ -182,15 +194,69 @@ def as_4d(latent: Tensor) -> Tensor:
         raise PiDInputError(
             f"got a 5-D latent of shape {tuple(latent.shape)} with {latent.shape[2]} frames; "
             "PiD decodes single images: expected [B,C,h,w] or [B,C,1,h,w]. "
-            "Decode video latents one frame at a time."
-        )
+            "Decode video latents one frame at a time.")
     fix = ("A [C,h,w] tensor lacks the batch axis: add it with latent.unsqueeze(0)."
            if latent.dim() == 3 else
            "Connect LATENT['samples'] from a sampler, VAE Encode or Load Latent.")
     raise PiDInputError(
         f"got a {latent.dim()}-D latent of shape {tuple(latent.shape)}; "
-        f"expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE). {fix}"
-    )
+        f"expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE). {fix}")
+
+
+def check_latent(latent: Tensor, channels: int, checkpoint: str) -> Tensor:
+    """Validate a raw LATENT for a checkpoint taking ``channels``-channel latents; returns it 4-D.
+
+    Most basic problem first: not a latent, then the channel count (before any question of
+    format), then the values. ``checkpoint`` describes the checkpoint in messages.
+    """
+    z = as_4d(latent)
+    if not z.is_floating_point():
+        raise PiDInputError(
+            f"latent has dtype {z.dtype}; expected a floating-point tensor. Connect the LATENT "
+            f"from a sampler, VAE Encode or Load Latent.")
+    if z.shape[0] < 1 or z.shape[-1] < 1 or z.shape[-2] < 1:
+        raise PiDInputError(
+            f"latent has an empty dimension: shape {tuple(z.shape)}; expected [B,C,h,w] with "
+            f"B, h and w at least 1. The node that made it produced no latent (an empty batch "
+            f"or a 0-pixel crop); check that node's size and batch settings.")
+    if z.is_meta:
+        raise PiDInputError("latent is on the 'meta' device (shape only, no values); pass a real tensor.")
+    if z.shape[1] != channels:
+        raise LatentMismatchError(
+            f"This PiD checkpoint ({checkpoint}) expects {channels}-channel latents; the "
+            f"LATENT has {z.shape[1]} channels{channel_hint(z.shape[1])} (shape "
+            f"{tuple(z.shape)}). Load the PiD checkpoint for the model that made the latent, "
+            f"or decode a latent of that model.")
+    if not bool(torch.isfinite(z).all()):
+        raise PiDInputError(
+            "latent contains NaN or infinite values; the sampler that produced it diverged "
+            "(try another seed, fewer LoRAs, or fp32/bf16 instead of fp16).")
+    peak = float(z.abs().max())
+    if peak > LATENT_ABS_LIMIT:
+        raise PiDInputError(
+            f"latent values reach {peak:.3g}; VAE latents stay far below {LATENT_ABS_LIMIT:g} "
+            f"in magnitude, so this tensor is not a usable latent (wrongly scaled, or the "
+            f"sampler overflowed). Connect the LATENT from a sampler, VAE Encode or Load Latent.")
+    return z
+
+
+def choose_format(requested, trained: tuple, checkpoint: str) -> LatentFormat:
+    """The format to decode with: ``requested`` (a name, alias, LatentFormat, or None/"auto" =
+    the checkpoint's only trained format), checked against the ``trained`` names."""
+    if requested in (None, "auto", ""):
+        if len(trained) != 1:
+            raise LatentMismatchError(
+                f"This PiD checkpoint ({checkpoint}) accepts several latent formats with the "
+                f"same channel count ({', '.join(trained)}), which cannot be told apart "
+                f"from the tensor. Choose the latent format of the model that made the latent.")
+        requested = trained[0]
+    fmt = get_latent_format(requested)
+    if fmt.name != "normalized" and fmt.name not in trained:
+        raise LatentMismatchError(
+            f"Latent format '{fmt.name}' ({fmt.description}) does not fit this PiD checkpoint, "
+            f"which was trained on {'/'.join(trained)} latents ({checkpoint}). "
+            f"Load the PiD checkpoint made for {fmt.name} or pick the matching latent format.")
+    return fmt
 
 
 def _per_channel(values: tuple, z: Tensor) -> Tensor:
@@ -202,8 +268,7 @@ def _sigma_vector(sigma, batch: int, device) -> Tensor:
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, Tensor)):
         raise PiDInputError(
             f"sigma must be a number or a tensor of shape [B]; got {type(sigma).__name__} "
-            f"({sigma!r:.40}). {_SIGMA_FIX}"
-        )
+            f"({sigma!r:.40}). {_SIGMA_FIX}")
     if isinstance(sigma, (int, float)) and not math.isfinite(sigma):
         raise PiDInputError(f"sigma must be a finite number; got {sigma}. {_SIGMA_FIX}")
     if isinstance(sigma, Tensor) and (sigma.is_complex() or sigma.dtype == torch.bool):
@@ -214,8 +279,7 @@ def _sigma_vector(sigma, batch: int, device) -> Tensor:
     elif s.numel() != batch:
         raise PiDInputError(
             f"sigma has {s.numel()} values but the latent batch is {batch}; "
-            f"pass one sigma or one per latent ([{batch}])."
-        )
+            f"pass one sigma or one per latent ([{batch}]).")
     if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
         raise PiDInputError(
             f"sigma must be finite and >= 0 (a noise level); got {s.tolist()}. {_SIGMA_FIX}")

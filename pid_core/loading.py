@@ -37,8 +37,21 @@ class LoadedNet:
     param_count: int
 
 
-def resolve_dtype(dtype, device) -> torch.dtype:
-    """``"auto"`` -> bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on the CPU."""
+def bf16_supported(device) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively (CUDA compute capability 8+, XPU)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == "xpu":
+        return hasattr(torch, "xpu") and torch.xpu.is_available() and torch.xpu.is_bf16_supported()
+    return False
+
+
+def resolve_dtype(dtype, device, bf16_ok: bool | None = None) -> torch.dtype:
+    """The pack's one dtype policy: ``"auto"`` -> bf16 on an accelerator that supports it
+    (``bf16_ok``, default ``bf16_supported(device)``: the host may know better, e.g. ComfyUI's
+    ``should_use_bf16``), else fp32. fp16 only when asked: the released weights are bf16 and
+    the residual stream of a 1.3B DiT can overflow fp16."""
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.bfloat16, torch.float16, torch.float32):
             raise PiDInputError(f"compute dtype {dtype} is not supported; use bf16, fp16 or fp32.")
@@ -46,14 +59,15 @@ def resolve_dtype(dtype, device) -> torch.dtype:
     key = str(dtype or "auto").lower()
     if key == "auto":
         dev = torch.device(device)
-        if dev.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if dev.type == "mps":
-            return torch.float16
-        return torch.float32
+        ok = bf16_supported(dev) if bf16_ok is None else bf16_ok
+        return torch.bfloat16 if dev.type != "cpu" and ok else torch.float32
     if key not in DTYPES:
         raise PiDInputError(f"compute dtype '{dtype}' is unknown; expected auto, bf16, fp16 or fp32.")
     return DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 def prepare_state_dict(sd: Mapping[str, torch.Tensor], name: str) -> tuple[dict, str]:

@@ -1,10 +1,10 @@
-"""Analytic cost model of a PiD decode: FLOPs, working memory, and the whole-vs-tiled plan.
+"""Working memory of a PiD decode and the whole-vs-tiled plan (FLOPs: flops.py).
 
-Everything here is a pure function of the network config, the output size, the batch and the
-compute dtype (no device queries, no allocation), so nodes and scripts can ask "will 4096 x 4096
-fit in 8 GB, and if not, with which tiles?" before loading anything.
+The cost model is a pure function of the network config, the output size, the batch and the
+compute dtype (no allocation), so nodes and scripts can ask "will 4096 x 4096 fit in 8 GB, and if
+not, with which tiles?" before loading anything. The one device query, ``available_bytes``, is
+at the end (``decode_budget`` turns it into a decode's budget).
 
-* ``forward_flops`` counts one network call module by module (a multiply-add is 2 FLOPs).
 * ``estimate_memory`` / ``estimate_tiled_memory`` give the peak working memory of a decode:
   the weights plus the largest set of activations alive at once in this package's
   implementation (chunked pixel blocks, sliced RoPE, adapter heads run on demand, float64
@@ -39,66 +39,9 @@ ALLOCATOR_SLACK = 1.10
 # The canvas of a tiled decode moves to the CPU when it would take more than this share of
 # the budget.
 STATE_SHARE_OF_BUDGET = 0.25
-# Largest side a tiled decode accepts (a sanity bound: 32768^2 x 3 fp32 is 12 GiB per buffer).
-MAX_TILED_SIDE = 32768
-
 
 def _esize(dtype) -> int:
     return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else int(dtype)
-
-
-# --------------------------------------------------------------------------------------- FLOPs
-def forward_flops(cfg: PiDNetConfig, height: int, width: int, batch: int = 1,
-                  text_tokens: int | None = None) -> dict[str, float]:
-    """FLOPs of one network call at ``height x width`` output, per module group.
-
-    Keys: ``patch.{qkv,attention,proj,mlp,adaLN}``, ``pixel.{adaLN,compress_expand,qkv_proj,
-    attention,mlp}``, ``embed``, ``gates``, ``final``, ``adapter.trunk``, ``adapter.heads``.
-    Attention counts QK^T and AV (``4 N^2 d`` per head). The last patch block's unused text
-    update is not counted (this package skips it).
-    """
-    T = cfg.text_tokens if text_tokens is None else int(text_tokens)
-    p = cfg.patch_size
-    L = (height // p) * (width // p)
-    N = L + T
-    D, Fh, A = cfg.hidden_size, cfg.mlp_hidden, cfg.pixel_attn_dim
-    P2, d, hid = p * p, cfg.pixel_dim, cfg.adapter_dim
-    nb = cfg.patch_depth
-
-    def lin(m, k, n):
-        return 2.0 * m * k * n
-
-    f = {
-        "patch.adaLN": nb * 2 * lin(1, D, 6 * D),
-        "patch.qkv": nb * lin(N, D, 3 * D),
-        "patch.attention": nb * 4.0 * N * N * D,
-        "patch.proj": nb * lin(L, D, D) + (nb - 1) * lin(T, D, D),
-        "patch.mlp": nb * 3 * lin(L, D, Fh) + (nb - 1) * 3 * lin(T, D, Fh),
-        "pixel.adaLN": cfg.pixel_depth * lin(L, D, 6 * P2 * d),
-        "pixel.compress_expand": cfg.pixel_depth * 2 * lin(L, P2 * d, A),
-        "pixel.qkv_proj": cfg.pixel_depth * (lin(L, A, 3 * A) + lin(L, A, A)),
-        "pixel.attention": cfg.pixel_depth * 4.0 * L * L * A,
-        "pixel.mlp": cfg.pixel_depth * 2 * lin(L * P2, d, cfg.pixel_mlp_hidden),
-        "embed": lin(L, 3 * P2, D) + lin(T, cfg.text_dim, D) + lin(L * P2, 3, d)
-        + lin(1, 256, D) + lin(1, D, D),
-        "gates": cfg.num_injections * lin(L, 2 * D, D if cfg.gate_per_dim else 1)
-        + (lin(L, 2 * D, D if cfg.gate_per_dim else 1) if cfg.pit_gate else 0.0),
-        "final": lin(L * P2, d, 3),
-        "adapter.trunk": lin(L, 9 * cfg.adapter_in_channels, hid)
-        + (1 + 2 * cfg.adapter_res_blocks) * lin(L, 9 * hid, hid),
-        "adapter.heads": (cfg.num_injections + cfg.pit_gate) * lin(L, hid, D),
-    }
-    return {k: v * batch for k, v in f.items()}
-
-
-def decode_flops(cfg: PiDNetConfig, height: int, width: int, batch: int = 1, steps: int = 4,
-                 text_tokens: int | None = None, adapter_every_step: bool = False) -> float:
-    """FLOPs of a whole decode: ``steps`` calls, the adapter trunk once (every step if
-    ``adapter_every_step``, as upstream does)."""
-    f = forward_flops(cfg, height, width, batch, text_tokens)
-    trunk = f.pop("adapter.trunk")
-    return steps * (sum(f.values()) + (trunk if adapter_every_step else 0.0)) + (
-        0.0 if adapter_every_step else trunk)
 
 
 # -------------------------------------------------------------------------------------- memory
@@ -336,7 +279,35 @@ def smaller_plan(cfg, plan: DecodePlan, dtype=torch.bfloat16) -> DecodePlan | No
                       reason="retry after running out of memory")
 
 
-__all__ = ["forward_flops", "decode_flops", "param_count", "weight_bytes", "chunk_rows",
+# ------------------------------------------------------------------------------ the device probe
+def available_bytes(device) -> int | None:
+    """Memory a decode can still get on ``device``: free plus cached-but-unused on CUDA; the
+    kernel's MemAvailable on the CPU; None where unknown."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+    if dev.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return None
+
+
+def decode_budget(device, resident_bytes: int) -> int | None:
+    """The budget ``plan_decode`` gets on ``device`` (None = unlimited: the CPU, where the OS
+    pages): what is available plus ``resident_bytes`` the network already holds there (the
+    estimates count the weights)."""
+    if torch.device(device).type != "cuda":
+        return None
+    return available_bytes(device) + int(resident_bytes)
+
+
+__all__ = ["param_count", "weight_bytes", "chunk_rows",
            "MemoryEstimate", "estimate_memory", "estimate_tiled_memory", "canvas_bytes",
            "default_overlap", "DecodePlan", "plan_decode", "whole_plan", "tiled_plan",
-           "smaller_plan", "MIN_TILE_PX"]
+           "smaller_plan", "MIN_TILE_PX", "available_bytes", "decode_budget"]

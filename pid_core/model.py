@@ -1,9 +1,10 @@
-"""PiDNet: PixelDiT-T2I backbone + latent adapter (PID_SPEC 1.1).
+"""PiDNet: PixelDiT-T2I backbone + latent adapter (nv-tlabs/PiD @2c8814c
+``pid/_src/networks/pid_net.py``, ``PidNet``).
 
-``forward(x, t, y, lq_latent, sigma)`` returns the velocity ``v = eps - x0`` in pixel space.
-For sampling, ``adapter_tokens`` runs the latent branch's conv trunk once per decode and
-``forward_with_features`` reuses it at every step (the adapter depends only on the latent and the
-output grid); ``adapter_features`` is the upstream call returning every head's output.
+``forward(x, t, y, lq_latent, sigma)`` is the upstream call and returns the velocity
+``v = eps - x0`` in pixel space. For sampling, the adapter's shared features are computed once
+per decode (``net.lq_proj.encode``) and ``velocity(x, t, y, tokens, sigma, chunk)`` runs one step
+on them: each adapter head runs right before its gate and is freed after it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapter import LatentAdapter, SigmaGate, align_to_grid, unpatchify_latent
+from .adapter import LatentAdapter, SigmaGate
 from .blocks import FinalLayer, LinearEmbedder, PatchBlock, PixelBlock, TextEmbedder, TimestepEmbedder
 from .config import PiDNetConfig
 from .rope import rope_1d, rope_2d
@@ -69,47 +70,10 @@ class PiDNet(nn.Module):
         self.final_layer = FinalLayer(cfg.pixel_dim, 3, **kw)
         self.lq_proj = LatentAdapter(cfg, **kw)
         self.pit_lq_gate = SigmaGate(h, cfg.gate_per_dim, **kw) if cfg.pit_gate else None
-        self.pixel_chunk: int | None = None   # patch tokens per chunk in pixel blocks (None = all)
 
-    # -- pieces -------------------------------------------------------------------------------
     def grid_for(self, x: torch.Tensor) -> tuple[int, int]:
         p = self.cfg.patch_size
         return x.shape[-2] // p, x.shape[-1] // p
-
-    def adapter_features(self, lq_latent: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
-        """Every adapter output ``[B, L, hidden]`` (the upstream ``lq_proj`` call)."""
-        return self.lq_proj(lq_latent, grid)
-
-    # The adapter split in three, for the decoder (trunk once per decode, heads per use) and
-    # the tiler (align the whole latent once, run the trunk per tile on a crop with a margin).
-    # ``adapter_heads(adapter_tokens(z, grid))`` computes what ``adapter_features`` does.
-    def adapter_input(self, lq_latent: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The latent unpatchified and resampled to the patch grid: ``[B, C', Hs, Ws]``."""
-        ad = self.lq_proj
-        z = unpatchify_latent(lq_latent.to(ad.latent_proj[0].weight.dtype), ad.unpatchify)
-        return align_to_grid(z, grid, ad.ratio)
-
-    def adapter_trunk(self, aligned: torch.Tensor) -> torch.Tensor:
-        """Conv stack on a (crop of the) grid-aligned latent: ``[B, hid, h, w]``."""
-        return self.lq_proj.latent_proj(aligned)
-
-    @staticmethod
-    def trunk_tokens(trunk: torch.Tensor) -> torch.Tensor:
-        """``[B, hid, h, w] -> [B, h*w, hid]`` (row-major, as the patch tokens), contiguous."""
-        return trunk.flatten(2).transpose(1, 2).contiguous()
-
-    def adapter_tokens(self, lq_latent: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The adapter's shared features ``[B, L, hid]``; pass them to ``forward_with_features``."""
-        return self.trunk_tokens(self.adapter_trunk(self.adapter_input(lq_latent, grid)))
-
-    def adapter_head(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
-        """Adapter output ``k`` (injection k, or the PiT feature for ``k = num_injections``)."""
-        heads = self.lq_proj.output_heads
-        return heads[k](tokens) if k < len(heads) else self.lq_proj.pit_head(tokens)
-
-    def adapter_heads(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        n = len(self.lq_proj.output_heads) + (self.lq_proj.pit_head is not None)
-        return [self.adapter_head(tokens, k) for k in range(n)]
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hh, ww = x.shape
@@ -130,23 +94,16 @@ class PiDNet(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x, t, y, lq_latent, sigma):
-        feats = self.adapter_features(lq_latent, self.grid_for(x))
-        return self.forward_with_features(x, t, y, feats, sigma)
+        return self.velocity(x, t, y, self.lq_proj.encode(lq_latent, self.grid_for(x)), sigma)
 
-    def forward_with_features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                              feats, sigma: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """One network call with the adapter already run.
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor,
+                 sigma: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """One network call on the adapter's shared features ``tokens`` (``lq_proj.encode``).
 
-        ``feats`` is either the list from ``adapter_features`` or the shared tokens from
-        ``adapter_tokens`` (then each head runs right before its gate and is freed after it:
-        a few GEMMs per step instead of keeping 7-8 ``[B, L, 1536]`` maps for the whole decode).
         ``chunk`` bounds the rows per slice of the token-wise work (pixel blocks, final layer,
-        patch MLPs x4; see blocks.py); None falls back to ``self.pixel_chunk`` (None = all).
+        patch MLPs x4; see blocks.py); None = all at once.
         """
-        cfg = self.cfg
-        chunk = self.pixel_chunk if chunk is None else chunk
-        feature = (lambda k: feats[k]) if isinstance(feats, (list, tuple)) else (
-            lambda k: self.adapter_head(feats, k))
+        cfg, adapter = self.cfg, self.lq_proj
         b, _, hh, ww = x.shape
         gh, gw = self.grid_for(x)
         dev = x.device
@@ -167,12 +124,12 @@ class PiDNet(nn.Module):
         for i, block in enumerate(self.patch_blocks):
             if i % cfg.inject_interval == 0:
                 k = i // cfg.inject_interval
-                s = self.lq_proj.gate_modules[k](s, feature(k), sigma)
+                s = adapter.gate_modules[k](s, adapter.head(tokens, k), sigma)
             s, y_emb = block(s, y_emb, c, rope_img, rope_txt, update_text=i != last, chunk=mlp_chunk)
         del y_emb
         s = F.silu(t_emb + s)
         if self.pit_lq_gate is not None:
-            s = self.pit_lq_gate(s, feature(cfg.num_injections), sigma)
+            s = self.pit_lq_gate(s, adapter.head(tokens, adapter.n_heads - 1), sigma)
         s_cond = s.reshape(b * gh * gw, -1)
         del s
 

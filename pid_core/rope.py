@@ -1,7 +1,8 @@
 """Rotary position tables: 2-D NTK-aware RoPE for image/pixel tokens, 1-D RoPE for text.
 
-Facts (PID_SPEC 1.2): positions span ``linspace(0, 16, n)`` per axis whatever the grid size; x and y
-frequencies are interleaved per channel pair; each axis gets its own NTK-scaled theta
+Facts (nv-tlabs/PiD @2c8814c ``pid/_src/networks/pixeldit_official.py``): positions span
+``linspace(0, 16, n)`` per axis whatever the grid size; x and y frequencies are interleaved per
+channel pair; each axis gets its own NTK-scaled theta
 ``1e4 * (n / ref) ** (d_a / (d_a - 2))`` with ``d_a = head_dim / 2``. Tables are fp32 and cached per
 (grid, head_dim, ref, device) because they depend on nothing else.
 """

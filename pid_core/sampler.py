@@ -1,8 +1,16 @@
-"""The 4-step distilled SDE sampler (PID_SPEC 5), as pure functions.
+"""The 4-step distilled SDE sampler, as pure functions, and the one sampling loop.
 
-Loop: ``v = f(x, t)``; ``x0 = x - t*v`` (in float64); re-noise ``x = (1-t_next)*x0 + t_next*eps``
-with fresh noise between steps; the last step returns x0, clamped to [-1, 1]. The first input is the
-unscaled noise at t = 0.999. One step is special: a single call at t = 1.0.
+nv-tlabs/PiD @2c8814c ``pid/_src/models/pid_distill_model_infer.py`` (``_get_t_list``,
+``_student_sample_loop``): ``x0 = x - t*v`` (in float64); re-noise
+``x = (1-t_next)*x0 + t_next*eps`` with fresh noise between steps; the last step returns x0,
+clamped to [-1, 1]. The first input is the unscaled noise at t = 0.999; one step is special:
+a single call at t = 1.0.
+
+:func:`sample` is the only loop. It asks a *denoiser* ``x0_fn(x, t, tick)`` for the clean-image
+estimate at each step: a whole-image decode passes the network (``velocity_to_x0`` of one call),
+a tiled decode passes a function that runs the tiles and blends their estimates on a canvas
+(``tiling.TiledDenoiser``). The denoiser calls ``tick()`` after every network call, so progress
+and interruption live here, once.
 
 Noise comes from a CPU ``torch.Generator`` seeded once per decode and drawn in the order
 noise, eps1, eps2, eps3, then moved to the compute device: results do not depend on the device
@@ -77,16 +85,19 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def draw_noise(shape: Sequence[int], generator: torch.Generator, device) -> torch.Tensor:
-    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
-
-
 NOISE_DEVICES = ("cpu", "device")
 
 
+def check_noise_device(mode: str) -> str:
+    if mode not in NOISE_DEVICES:
+        raise PiDInputError(f"noise_device={mode!r} is not supported; choose 'cpu' (same image on "
+                            f"every device) or 'device' (draw on the compute device, faster).")
+    return mode
+
+
 class NoiseSource:
-    """The Gaussian draws of one decode, in upstream order: ``get(0)`` is the start noise, ``get(k)``
-    the k-th re-noise draw; each ``shape``, fp32, delivered on ``device``.
+    """The Gaussian draws of one decode, in upstream order: the first ``next()`` is the start
+    noise, the k-th after it the k-th re-noise draw; each ``shape``, fp32, delivered on ``device``.
 
     ``mode="cpu"`` (default): one CPU generator seeded with ``seed``, so a seed gives the same
     image on every device. CPU sampling is slow (about 0.1 s per 2048^2 draw), so on an
@@ -98,9 +109,7 @@ class NoiseSource:
     """
 
     def __init__(self, seed: int, shape: Sequence[int], device, mode: str = "cpu"):
-        if mode not in NOISE_DEVICES:
-            raise PiDInputError(f"noise_device={mode!r} is not supported; choose 'cpu' (same image on "
-                                f"every device) or 'device' (draw on the compute device, faster).")
+        check_noise_device(mode)
         self.shape, self.device = tuple(int(v) for v in shape), torch.device(device)
         on_device = mode == "device" and self.device.type != "cpu"
         self._gen = make_generator(seed)  # validates the seed
@@ -140,28 +149,34 @@ class NoiseSource:
         self.close()
 
 
-def sample(velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, steps: int = 4,
-           next_noise: Callable[[int], torch.Tensor] | None = None,
-           callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Run the distilled loop from ``noise`` (fp32). ``velocity(x, t)`` calls the network.
+def sample(x0_fn: Callable[[torch.Tensor, float, Callable[[], None]], torch.Tensor], noise,
+           steps: int = 4, callback: Callable[[int, int], None] | None = None,
+           calls_per_step: int = 1) -> torch.Tensor:
+    """The distilled loop. Returns x0 clamped to [-1, 1] (fp32, where ``noise`` delivers).
 
-    ``next_noise(k)`` returns the k-th re-noise draw (k = 0 after the first step); ``callback(step,
-    total)`` runs after every network call and may raise to abort. Returns x0 clamped to [-1, 1].
+    ``x0_fn(x, t, tick)`` returns the clean-image estimate of the state ``x`` at time ``t`` and
+    calls ``tick()`` after each of its ``calls_per_step`` network calls; ``noise.next()``
+    returns the draws in order (start noise, eps1, ...). ``callback(done, total)`` runs on
+    every tick (``total = steps x calls_per_step``) and may raise to abort.
     """
     ts = t_schedule(steps)
-    total = len(ts) - 1
-    x = noise.float()
-    for i in range(total):
+    n_steps = len(ts) - 1
+    total, done = n_steps * int(calls_per_step), 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if callback is not None:
+            callback(done, total)
+
+    x = noise.next().float()
+    for i in range(n_steps):
         t_cur, t_next = ts[i], ts[i + 1]
-        x0 = velocity_to_x0(x, t_cur, velocity(x, t_cur))
+        x0 = x0_fn(x, t_cur, tick)
         if t_next > 0:
-            if next_noise is None:
-                raise PiDInputError("sample() needs next_noise for multi-step schedules")
             x = None  # free the previous state before the draw arrives
-            x = renoise(x0, next_noise(i).to(x0), t_next, inplace=True)
+            x = renoise(x0, noise.next().to(x0), t_next, inplace=True)
         else:
             x = x0
         del x0
-        if callback is not None:
-            callback(i + 1, total)
     return x.clamp_(-1, 1)

@@ -1,9 +1,9 @@
-"""Output-size arithmetic for the nodes: keep the aspect, snap to the multiples PiD needs.
+"""Output sizes: the rules a decode's size must follow, and the arithmetic the nodes need.
 
-PiD decodes at ``latent size x output_factor`` by default (PID_SPEC §7); a requested long side is
-turned into ``(H, W)`` here so the nodes stay free of arithmetic. Sides are multiples of
-``multiple`` (16 for a decode, the output factor or 64 for the 2K->4K upscaler so the VAE input
-``H / sr_scale`` is a whole number of latent pixels).
+PiD decodes at ``latent size x output_factor`` by default (nv-tlabs/PiD @2c8814c
+``pid/_src/models/pid_distill_model_infer.py``, ``_resolve_inference_image_size``); sides are
+multiples of the 16-px patch. A whole-image decode stays inside the checkpoint's trained
+envelope (``config.Envelope``); a tiled one may be larger, each tile staying inside.
 """
 
 from __future__ import annotations
@@ -12,6 +12,94 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PiDInputError
+
+PATCH_PX = 16
+# An output whose aspect differs from the latent's by more than this factor is refused (the
+# latent would be stretched); below it, nearest resampling absorbs the 16-px snapping of sides.
+MAX_ASPECT_DISTORTION = 1.25
+# Largest side a tiled decode accepts (a sanity bound: 32768^2 x 3 fp32 is 12 GiB per buffer).
+MAX_TILED_SIDE = 32768
+
+
+def int_pair(size) -> tuple[int, int]:
+    """``(H, W)`` of whole numbers (ints, or floats with no fraction), else PiDInputError."""
+    try:
+        h, w = size
+        vals = []
+        for v in (h, w):
+            if isinstance(v, bool):
+                raise TypeError
+            f = float(v)
+            if not f.is_integer():
+                raise ValueError
+            vals.append(int(f))
+    except (TypeError, ValueError, OverflowError):
+        raise PiDInputError(f"output_size must be (height, width) in whole pixels, multiples of 16 "
+                            f"(e.g. (2048, 2048)); got {size!r:.60}.") from None
+    return vals[0], vals[1]
+
+
+def _check_patch_multiple(what: str, h: int, w: int) -> None:
+    if h <= 0 or w <= 0 or h % PATCH_PX or w % PATCH_PX:
+        near = f"{max(16, round(h / 16) * 16)}x{max(16, round(w / 16) * 16)}"
+        raise PiDInputError(f"{what} {h}x{w} is invalid: both sides must be positive multiples "
+                            f"of 16 (PiD works on 16x16 pixel patches); the nearest valid size is "
+                            f"{near}.")
+
+
+def _check_envelope(what: str, h: int, w: int, envelope, advice: str) -> None:
+    if envelope is not None and not (envelope.min_side <= min(h, w) and max(h, w) <= envelope.max_side):
+        raise PiDInputError(
+            f"{what} {h}x{w} is outside what this checkpoint was trained for ({envelope.name}: "
+            f"sides {envelope.min_side}..{envelope.max_side} px){advice}")
+
+
+def check_output_size(size, envelope=None, latent_hw=None, output_factor: int = 1) -> tuple[int, int]:
+    """Validate a whole-image ``(H, W)``; returns it.
+
+    ``envelope``: the checkpoint's ``config.Envelope`` (None: unchecked). ``latent_hw``: also
+    refuse an aspect the latent does not have (it decodes to ``latent_hw x output_factor``).
+    """
+    h, w = int_pair(size)
+    _check_patch_multiple("output size", h, w)
+    if latent_hw is not None:
+        lh, lw = int(latent_hw[0]), int(latent_hw[1])
+        off = (h * lw) / (w * lh)
+        if max(off, 1 / off) > MAX_ASPECT_DISTORTION:
+            raise PiDInputError(
+                f"output size {h}x{w} (H x W) has another shape than the {lh}x{lw} latent (which "
+                f"decodes to {lh * output_factor}x{lw * output_factor}): the picture would be "
+                f"stretched {max(off, 1 / off):.2f}x. Keep the latent's aspect (were height and "
+                f"width swapped?), or crop the latent first.")
+    _check_envelope("output size", h, w, envelope, "; outside it PiD produces artifacts. Choose a "
+                    "size in that range, or use a tiled decode for larger images.")
+    return h, w
+
+
+def check_tiled_output_size(size, envelope=None, tile=None, latent_hw=None,
+                            output_factor: int = 1) -> tuple[int, int]:
+    """Validate ``(H, W)`` for a tiled decode; returns it.
+
+    The image may be larger than the trained sizes (each tile is decoded as an image of its
+    own), but its short side may not be below the envelope (a tile is never larger than the
+    image), and an explicit ``tile = (th, tw)`` px must lie in the envelope once clamped.
+    """
+    h, w = check_output_size(size, None, latent_hw, output_factor)
+    if max(h, w) > MAX_TILED_SIDE:
+        raise PiDInputError(
+            f"output size {h}x{w} is too large for a tiled decode (sides up to "
+            f"{MAX_TILED_SIDE} px; one {MAX_TILED_SIDE}^2 RGB buffer alone is "
+            f"12 GiB). Choose a smaller output size.")
+    if envelope is not None and min(h, w) < envelope.min_side:
+        _check_envelope("output size", h, w, envelope, f": the short side is below "
+                        f"{envelope.min_side} px, which tiling cannot change (a tile is never larger "
+                        f"than the image). Choose a larger size.")
+    if tile is not None:
+        th, tw = tile
+        _check_patch_multiple("tile", th, tw)
+        _check_envelope("tile", min(th, h), min(tw, w), envelope, "; each tile is decoded as an "
+                        "image of its own, so keep tile sides in that range (or use tile='auto').")
+    return h, w
 
 
 def fit_long_side(hw, long_side: int, multiple: int = 16) -> tuple[int, int]:
@@ -40,7 +128,7 @@ def resize_bchw(x: torch.Tensor, size) -> torch.Tensor:
 
 
 def upscale_sizes(source_hw, long_side: int, sr_scale: int, multiple: int = 64):
-    """(output (H, W), VAE input (H, W)) for a 4x PiD upscale of an image of size ``source_hw``.
+    """(output (H, W), VAE input (H, W)) for a PiD upscale of an image of size ``source_hw``.
 
     The output keeps the source aspect with sides multiples of ``multiple``; the VAE input is the
     output divided by PiD's super-resolution scale.

@@ -12,18 +12,18 @@ What each tile sees:
 * **pixels**: its crop of the global state ``x_t`` (the noise of a tile is a crop of the full-size
   draws, in the same generator order as a whole-image decode);
 * **latent**: the adapter's input is the whole latent resampled to the patch grid once; each tile
-  runs the adapter's conv trunk on its crop plus a context margin of ``adapter_context(cfg)``
-  patch cells (the trunk's receptive radius), then keeps the features of its own cells. With the
-  margin the convolutions see exactly what they see in a whole-image decode; only the GroupNorm
-  statistics are those of the crop;
+  runs the adapter's conv trunk on its crop plus a context margin of ``receptive_radius`` patch
+  cells (``LatentAdapter``), then keeps the features of its own cells. With the margin the
+  convolutions see exactly what they see in a whole-image decode; only the GroupNorm statistics
+  are those of the crop;
 * **positions**: each tile is decoded as a standalone image of its size: its pixel sin-cos table
   and its RoPE grids are tile-local (positions 0..h-1, NTK scaling for the tile's grid), exactly
   like a normal decode at that size. So tiles should stay inside the checkpoint's trained sizes.
 
-A tiling whose single tile covers the image runs the very same operations as a whole-image
-decode and gives a bit-identical result. Progress is reported through ``callback(k, total)``
-after every tile forward (``total = tiles x steps``), so a raising callback interrupts between
-tiles.
+The sampling loop itself is ``sampler.sample``; :class:`TiledDenoiser` is the ``x0`` function it
+calls for a tiled decode. A tiling whose single tile covers the image runs the very same
+operations as a whole-image decode and gives a bit-identical result. The denoiser ticks after
+every tile forward (``total = tiles x steps``), so a raising callback interrupts between tiles.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import TIMESTEP_SCALE, PiDNetConfig
-from .sampler import renoise, t_schedule, velocity_to_x0
+from .errors import PiDInputError
+from .sampler import velocity_to_x0
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,6 @@ class Tile:
         y0, y1 = self.y0 // scale, (self.y0 + self.h) // scale
         x0, x1 = self.x0 // scale, (self.x0 + self.w) // scale
         return t[..., y0:y1, x0:x1]
-
-
-def adapter_context(cfg: PiDNetConfig) -> int:
-    """Receptive radius of the adapter's conv trunk in patch cells (one per 3x3 conv)."""
-    return 2 + 2 * cfg.adapter_res_blocks
 
 
 def _starts(n: int, t: int, overlap: int) -> list[int]:
@@ -101,66 +96,82 @@ def feather(tile: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
     return wy[:, None] * wx[None, :]
 
 
-def tile_adapter_tokens(net, aligned: torch.Tensor, tile: Tile, device, patch: int = 16) -> torch.Tensor:
+def tile_tokens(adapter, aligned: torch.Tensor, tile: Tile, device, patch: int = 16) -> torch.Tensor:
     """Adapter features ``[B, cells, hid]`` of ``tile``: the conv trunk on its crop of the
-    grid-aligned latent plus ``adapter_context`` cells (clipped at the image border)."""
-    m = adapter_context(net.cfg)
+    grid-aligned latent plus the trunk's receptive radius (clipped at the image border)."""
+    m = adapter.receptive_radius
     gh, gw = aligned.shape[-2:]
     r0, c0 = tile.y0 // patch, tile.x0 // patch
     r1, c1 = r0 + tile.h // patch, c0 + tile.w // patch
     a0, b0, a1, b1 = max(0, r0 - m), max(0, c0 - m), min(gh, r1 + m), min(gw, c1 + m)
-    trunk = net.adapter_trunk(aligned[..., a0:a1, b0:b1].to(device))
-    return net.trunk_tokens(trunk[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0])
+    trunk = adapter.trunk(aligned[..., a0:a1, b0:b1].to(device))
+    return adapter.tokens(trunk[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0])
 
 
-def tiled_sample(forward: Callable, net, tiles: list[Tile], aligned: torch.Tensor, y: torch.Tensor,
-                 sigma: torch.Tensor, noise, steps: int, size: tuple[int, int], overlap: int,
-                 device, state_device, chunk: int | None = None,
-                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """The distilled sampler (sampler.sample) over ``tiles``; returns x0 ``[B, 3, H, W]`` in [-1, 1].
+class TiledDenoiser:
+    """The denoiser ``sampler.sample`` runs for a tiled decode: ``x0`` of the whole canvas.
 
-    ``forward(x, t, y, tokens, sigma, chunk)`` is the network call (``net.forward_with_features``
-    or its compiled form); ``aligned`` the latent on the patch grid (``net.adapter_input``);
-    ``noise.next()`` yields the full-size draws on ``state_device`` (noise, eps1, ...), where the
-    canvas lives; each tile runs on ``device``.
+    ``velocity(x, t, tokens)`` is the network call for one tile (on ``device``); ``aligned`` is
+    the latent on the patch grid (``LatentAdapter.align``), kept where the canvas is
+    (``state_device``). Each call crops every tile from the state, turns its velocity into an
+    estimate and blends the estimates with feathered weights; ``tick()`` after every tile.
     """
-    height, width = size
-    ts = t_schedule(steps)
-    n_steps = len(ts) - 1
-    total, done = len(tiles) * n_steps, 0
-    single = len(tiles) == 1
-    # Adapter features per tile, once per decode (kept where the canvas is).
-    tokens = [tile_adapter_tokens(net, aligned, t, device).to(state_device) for t in tiles]
-    weights, wsum = [], None
-    if not single:
-        wsum = torch.zeros(1, 1, height, width, device=state_device)
-        for t in tiles:
-            weights.append(feather(t, height, width, overlap).to(state_device))
-            t.crop(wsum).add_(weights[-1])
-    x = noise.next().float()
-    batch = x.shape[0]
-    for i in range(n_steps):
-        t_cur, t_next = ts[i], ts[i + 1]
-        tt = torch.full((batch,), t_cur, dtype=torch.float32, device=device) * TIMESTEP_SCALE
+
+    def __init__(self, velocity: Callable, adapter, aligned: torch.Tensor, tiles, size: tuple[int, int],
+                 overlap: int, device, state_device):
+        height, width = size
+        self.velocity, self.tiles = velocity, list(tiles)
+        self.device, self.state_device = device, state_device
+        # adapter features per tile, once per decode (kept where the canvas is)
+        self.tokens = [tile_tokens(adapter, aligned, t, device).to(state_device) for t in self.tiles]
+        self.weights, self.wsum = [], None
+        if len(self.tiles) > 1:
+            self.wsum = torch.zeros(1, 1, height, width, device=state_device)
+            for t in self.tiles:
+                self.weights.append(feather(t, height, width, overlap).to(state_device))
+                t.crop(self.wsum).add_(self.weights[-1])
+
+    @property
+    def calls_per_step(self) -> int:
+        return len(self.tiles)
+
+    def __call__(self, x: torch.Tensor, t: float, tick: Callable[[], None]) -> torch.Tensor:
+        single = self.wsum is None
         acc = None if single else torch.zeros_like(x)
-        for j, tile in enumerate(tiles):
-            xt = tile.crop(x).contiguous().to(device)
-            x0t = velocity_to_x0(xt, t_cur, forward(xt, tt, y, tokens[j].to(device), sigma, chunk))
+        for j, tile in enumerate(self.tiles):
+            xt = tile.crop(x).contiguous().to(self.device)
+            x0t = velocity_to_x0(xt, t, self.velocity(xt, t, self.tokens[j].to(self.device)))
             del xt
             if single:
-                acc = x0t.to(state_device)
+                acc = x0t.to(self.state_device)
             else:
-                tile.crop(acc).add_((x0t * weights[j].to(device)).to(state_device))
+                tile.crop(acc).add_((x0t * self.weights[j].to(self.device)).to(self.state_device))
             del x0t
-            done += 1
-            if callback is not None:
-                callback(done, total)
-        x0 = acc if single else acc.div_(wsum)
-        del acc
-        if t_next > 0:
-            x = None
-            x = renoise(x0, noise.next().to(x0), t_next, inplace=True)
-        else:
-            x = x0
-        del x0
-    return x.clamp_(-1, 1)
+            tick()
+        return acc if single else acc.div_(self.wsum)
+
+
+def tile_request(tile, overlap):
+    """Normalise ``tile`` to None | "auto" | (th, tw) and ``overlap`` to None | px."""
+    def whole(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+
+    req, ok = None, True
+    if tile is None:
+        req = None
+    elif isinstance(tile, str) and tile.lower() == "auto":
+        req = "auto"
+    elif whole(tile):
+        req = (int(tile), int(tile))
+    elif isinstance(tile, (tuple, list)) and len(tile) == 2 and all(whole(v) for v in tile):
+        req = (int(tile[0]), int(tile[1]))
+    else:
+        ok = False
+    if overlap is not None and not (whole(overlap) and overlap >= 0):
+        ok = False
+    if not ok:
+        raise PiDInputError(
+            f"tile settings are invalid: tile={tile!r:.40}, tile_overlap={overlap!r:.40}; expected "
+            f"tile None (whole image), 'auto' (chosen from the memory budget), a side in px or "
+            f"(height, width) in px (multiples of 16), and tile_overlap None or a number of px >= 0.")
+    return req, None if overlap is None else int(overlap)

@@ -70,7 +70,7 @@ def test_our_network_has_exactly_the_release_keys_and_shapes(fname):
     ("sd3_2kto4k", "16ch", ("sd3", "flux")), ("qwenimage_v1.5", "16ch", ("qwenimage", "flux"))])
 def test_other_releases_are_recognised(release, family, formats):
     _, det, _ = inspect_state_dict(meta_release_sd(release), release, f"pid_{release}.safetensors")
-    assert det.family == family and det.formats == formats
+    assert det.family == family and det.latent_formats == formats
     assert det.config == RELEASES_BY_NAME[release].config
     if release == "siglip_2k":
         assert det.config.sr_scale == 8
@@ -83,8 +83,9 @@ def test_comfyui_split_adaln_layout(prefix):
         for kind in ("weight", "bias"):
             fused = sd.pop(f"{prefix}pixel_blocks.{i}.adaLN_modulation.0.{kind}")
             half = fused.shape[0] // 2
-            sd[f"{prefix}pixel_blocks.{i}.adaLN_modulation_msa.{kind}"] = torch.empty(half, *fused.shape[1:], device="meta")
-            sd[f"{prefix}pixel_blocks.{i}.adaLN_modulation_mlp.{kind}"] = torch.empty(half, *fused.shape[1:], device="meta")
+            for part in ("msa", "mlp"):
+                key = f"{prefix}pixel_blocks.{i}.adaLN_modulation_{part}.{kind}"
+                sd[key] = torch.empty(half, *fused.shape[1:], device="meta")
     _, det, layout = inspect_state_dict(sd, "comfy.safetensors")
     assert det.version == "v1.5" and "split adaLN" in layout
 
@@ -119,7 +120,8 @@ def test_extra_key_is_named():
 def test_wrong_shape_is_named():
     sd = meta_release_sd("flux_2k")
     sd["net.final_layer.linear.weight"] = torch.empty(4, 16, device="meta")
-    with pytest.raises(StateDictMismatchError, match=r"wrongly shaped 1 weight \(final_layer\.linear\.weight \(4, 16\)"):
+    with pytest.raises(StateDictMismatchError,
+                       match=r"wrongly shaped 1 weight \(final_layer\.linear\.weight \(4, 16\)"):
         inspect_state_dict(sd, "x.pth")
 
 

@@ -3,6 +3,8 @@ rounding, bf16 stays within a stated tolerance of fp32, weights are stored once,
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -83,21 +85,21 @@ def test_host_layers_take_the_fused_path(net):
 def test_chunked_forward_equals_unchunked(net, monkeypatch):
     """Chunked pixel blocks, final layer and patch MLPs, and split qkv GEMMs, through a call."""
     x, t, y, z, s = _inputs(net)
-    feats = net.adapter_features(z, net.grid_for(x))
-    whole = net.forward_with_features(x, t, y, feats, s)
+    tokens = net.lq_proj.encode(z, net.grid_for(x))           # heads on demand
+    whole = net.velocity(x, t, y, tokens, s)
     monkeypatch.setattr(blocks, "QKV_SPLIT_BYTES", 0)          # split q/k/v at any size
-    torch.testing.assert_close(net.forward_with_features(x, t, y, feats, s, chunk=5), whole, **TOL)
-    tokens = net.adapter_tokens(z, net.grid_for(x))           # heads on demand
-    torch.testing.assert_close(net.forward_with_features(x, t, y, tokens, s, chunk=3), whole, **TOL)
-    assert net.pixel_chunk is None
+    torch.testing.assert_close(net.velocity(x, t, y, tokens, s, chunk=5), whole, **TOL)
+    torch.testing.assert_close(net.velocity(x, t, y, tokens, s, chunk=3), whole, **TOL)
+    assert "chunk" in inspect.signature(net.velocity).parameters   # an argument, not net state
 
 
 @torch.no_grad()
 def test_adapter_split_equals_adapter_call(net):
     x, _, _, z, _ = _inputs(net)
     grid = net.grid_for(x)
-    split = net.adapter_heads(net.adapter_tokens(z, grid))
-    for a, b in zip(net.adapter_features(z, grid), split, strict=True):
+    ad = net.lq_proj
+    split = [ad.head(ad.tokens(ad.trunk(ad.align(z, grid))), k) for k in range(ad.n_heads)]
+    for a, b in zip(ad(z, grid), split, strict=True):
         assert torch.equal(a, b)
 
 
@@ -185,7 +187,7 @@ def test_bf16_within_stated_tolerance_of_fp32(tiny_sd_factory, text_features):
 
 def test_compile_is_opt_in_and_routes_through_torch_compile(tiny_sd_factory, monkeypatch):
     dec = load_decoder(tiny_sd_factory("flux_v1.5"), dtype="fp32")
-    assert dec.compile is False and dec._forward() == dec.net.forward_with_features
+    assert dec.compile is False and dec._forward() == dec.net.velocity
     calls = []
 
     def fake_compile(fn, **kw):

@@ -141,7 +141,8 @@ def test_missing_file(tmp_path):
 
 def test_vae_file_refused(tmp_path):
     path = tmp_path / "ae.safetensors"
-    save_file({"encoder.conv_in.weight": torch.zeros(4, 3, 3, 3), "decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(path))
+    save_file({"encoder.conv_in.weight": torch.zeros(4, 3, 3, 3),
+               "decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(path))
     with pytest.raises(NotAPiDCheckpointError, match="'ae.safetensors' is a VAE"):
         load_decoder(path)
 

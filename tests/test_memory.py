@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench.memtrace import meta_decoder, traced_peak
+from pid_core import flops as F
 from pid_core import memory as M
 from pid_core.config import ENVELOPE_2K, RELEASES_BY_NAME
 
@@ -17,17 +18,17 @@ V15 = RELEASES_BY_NAME["flux_v1.5"].config
 def test_flops_match_the_issue_count():
     """~45 TFLOP per forward at 2048^2: patch blocks ~37 (attention ~24), pixel blocks ~6,
     latent branch and gates ~2; ~180 TFLOP per 4-step decode; ~1.9 PFLOP at 4096^2."""
-    f = M.forward_flops(V1, 2048, 2048)
+    f = F.forward_flops(V1, 2048, 2048)
     tera = {k: v / 1e12 for k, v in f.items()}
     patch = sum(v for k, v in tera.items() if k.startswith("patch."))
     pixel = sum(v for k, v in tera.items() if k.startswith("pixel."))
     assert 44 < sum(tera.values()) < 46.5
     assert 36 < patch < 38.5 and 23 < tera["patch.attention"] < 25 and 5.5 < pixel < 6.5
     assert 1.5 < tera["gates"] + tera["adapter.trunk"] + tera["adapter.heads"] + tera["embed"] < 2.5
-    assert 170 < M.decode_flops(V1, 2048, 2048) / 1e12 < 185
-    assert 1850 < M.decode_flops(V1, 4096, 4096) / 1e12 < 1980
-    assert M.decode_flops(V1, 2048, 2048, adapter_every_step=True) > M.decode_flops(V1, 2048, 2048)
-    one, two = M.forward_flops(V1, 1024, 1024), M.forward_flops(V1, 1024, 1024, batch=2)
+    assert 170 < F.decode_flops(V1, 2048, 2048) / 1e12 < 185
+    assert 1850 < F.decode_flops(V1, 4096, 4096) / 1e12 < 1980
+    assert F.decode_flops(V1, 2048, 2048, adapter_every_step=True) > F.decode_flops(V1, 2048, 2048)
+    one, two = F.forward_flops(V1, 1024, 1024), F.forward_flops(V1, 1024, 1024, batch=2)
     assert two["patch.qkv"] == 2 * one["patch.qkv"]
 
 

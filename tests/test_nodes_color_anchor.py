@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from node_helpers import pack_module
 
 anchor = pack_module("pid_core.color_anchor")

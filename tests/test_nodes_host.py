@@ -7,7 +7,6 @@ import sys
 import types
 
 import pytest
-
 from node_helpers import pack_module
 
 host = pack_module("nodes.host")

@@ -14,7 +14,6 @@ import math
 
 import pytest
 import torch
-
 from node_helpers import FakeModel, pack_module
 
 schedule = pack_module("nodes.schedule")

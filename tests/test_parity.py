@@ -1,13 +1,15 @@
 """Parity with the upstream reference outputs in tests/fixtures (fp32, CPU, atol = rtol = 1e-5)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
-
 from conftest import PARITY_NAMES, load_parity
+
 from pid_core.config import from_upstream_kwargs
 from pid_core.decoder import load_decoder
 from pid_core.model import PiDNet
-from pid_core.sampler import sample
+from pid_core.sampler import sample, velocity_to_x0
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -36,7 +38,7 @@ def test_intermediates_match_upstream(name):
     with torch.no_grad():
         torch.testing.assert_close(net.t_embedder(t["input.timestep"]), t["debug.t_embedder_out"], **TOL)
         torch.testing.assert_close(net.y_embedder(t["input.context"]), t["debug.y_embedder_out"], **TOL)
-        feats = net.adapter_features(t["input.lq_latent"], net.grid_for(t["input.x_t"]))
+        feats = net.lq_proj(t["input.lq_latent"], net.grid_for(t["input.x_t"]))
     n_out = len([k for k in t if k.startswith("debug.lq_proj_out.")])
     assert len(feats) == n_out
     for i, f in enumerate(feats):
@@ -49,14 +51,17 @@ def test_sampler_matches_upstream(name):
     meta, t = load_parity(name)
     net = _net(meta, t)
     y, z, s = t["input.context"][1:2], t["input.lq_latent"][1:2], t["input.degrade_sigma"][1:2]
-    feats = net.adapter_features(z, net.grid_for(t["sampler.noise"]))
+    tokens = net.lq_proj.encode(z, net.grid_for(t["sampler.noise"]))
     calls = []
 
-    def velocity(x, tc):
-        return net.forward_with_features(x, torch.full((1,), tc) * 1000, y, feats, s)
+    def x0(x, tc, tick):
+        v = net.velocity(x, torch.full((1,), tc) * 1000, y, tokens, s)
+        tick()
+        return velocity_to_x0(x, tc, v)
 
+    draws = iter([t["sampler.noise"]] + [t[f"sampler.eps.{k}"] for k in range(3)])
     with torch.no_grad():
-        out = sample(velocity, t["sampler.noise"], 4, lambda k: t[f"sampler.eps.{k}"],
+        out = sample(x0, SimpleNamespace(next=lambda: next(draws)), 4,
                      callback=lambda i, n: calls.append((i, n)))
     torch.testing.assert_close(out, t["sampler.output"], **TOL)
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
@@ -68,9 +73,10 @@ def test_adapter_once_equals_adapter_every_step():
     args = (t["input.x_t"], t["input.timestep"], t["input.context"])
     with torch.no_grad():
         every = net(*args, t["input.lq_latent"], t["input.degrade_sigma"])
-        feats = net.adapter_features(t["input.lq_latent"], net.grid_for(t["input.x_t"]))
-        once = net.forward_with_features(*args, feats, t["input.degrade_sigma"])
-    assert torch.equal(every, once)
+        tokens = net.lq_proj.encode(t["input.lq_latent"], net.grid_for(t["input.x_t"]))
+        once = net.velocity(*args, tokens, t["input.degrade_sigma"])
+        again = net.velocity(*args, tokens, t["input.degrade_sigma"])   # features reused
+    assert torch.equal(every, once) and torch.equal(once, again)
 
 
 def test_fixture_loads_through_public_api_and_decodes():

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pid_core.errors import PiDInputError, TextEncodingError
+from pid_core.gemma_hf import TransformersGemmaEncoder
 from pid_core.text import (
     CHI_PREAMBLE,
     TEXT_DIM,
     TEXT_TOKENS,
-    TransformersGemmaEncoder,
     build_token_batch,
     encode_captions,
     select_pid_positions,

@@ -9,7 +9,8 @@ import torch
 from pid_core import memory
 from pid_core.decoder import load_decoder, with_envelope
 from pid_core.errors import PiDInputError
-from pid_core.tiling import Tile, feather, tile_grid, tiled_sample
+from pid_core.sampler import sample
+from pid_core.tiling import Tile, TiledDenoiser, feather, tile_grid
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -67,11 +68,15 @@ def test_blending_is_seam_free_on_a_constant_model(tiny_sd_factory):
     plan = memory.tiled_plan(net.cfg, h, w, (64, 96), overlap=32)
     assert plan.n_tiles >= 6
     z, y, sig = randn(1, 16, 5, 7), randn(1, 300, 2304), torch.zeros(1)
-    aligned = net.adapter_input(z, (h // 16, w // 16))
+    aligned = net.lq_proj.align(z, (h // 16, w // 16))
+
+    def velocity(x, t, tokens):
+        return net.velocity(x, torch.full((x.shape[0],), t) * 1000, y, tokens, sig)
+
     # zero noise: x0 = -t * colour is the same constant in every tile, so the blended canvas
     # must be constant to rounding, across every seam
-    out = tiled_sample(net.forward_with_features, net, list(plan.tiles), aligned, y, sig,
-                       ZeroNoise((1, 3, h, w)), 4, (h, w), plan.overlap, "cpu", "cpu")
+    den = TiledDenoiser(velocity, net.lq_proj, aligned, plan.tiles, (h, w), plan.overlap, "cpu", "cpu")
+    out = sample(den, ZeroNoise((1, 3, h, w)), 4, calls_per_step=den.calls_per_step)
     for c in range(3):
         assert float(out[0, c].max() - out[0, c].min()) < 1e-6
     # with real noise, tiled equals the whole-image decode to rounding everywhere
@@ -158,3 +163,41 @@ def test_plan_follows_the_budget(tiny_sd_factory):
     tight = dec.plan(shape, memory_budget_bytes=int(need * 0.8))
     assert tight.tiled and tight.estimate.total <= need * 0.8
     assert not dec.plan(shape, tile=None, memory_budget_bytes=1).tiled       # None: whole, always
+
+
+def test_whole_and_tiled_decodes_run_the_same_loop(tiny_sd_factory, monkeypatch):
+    """Both paths go through sampler.sample: same times, same draws, one x0 call per step;
+    the tiled denoiser ticks once per tile."""
+    from pid_core import decoder as decoder_mod
+    from pid_core import sampler as sampler_mod
+
+    dec = load_decoder(tiny_sd_factory("flux_v1.5", patch_depth=2, adapter_res_blocks=1), dtype="fp32")
+    z, y = randn(1, 16, 4, 4), randn(1, 300, 2304)
+    seen = []
+
+    def counting_sample(x0_fn, noise, steps=4, callback=None, calls_per_step=1):
+        record = {"kind": type(x0_fn).__name__, "times": [], "per_step": calls_per_step, "draws": 0}
+        seen.append(record)
+
+        class CountingNoise:
+            def next(self):
+                record["draws"] += 1
+                return noise.next()
+
+        def counting_x0(x, t, tick):
+            record["times"].append(t)
+            return x0_fn(x, t, tick)
+
+        return sampler_mod.sample(counting_x0, CountingNoise(), steps, callback, calls_per_step)
+
+    monkeypatch.setattr(decoder_mod, "sample", counting_sample)
+    ticks = {"whole": [], "tiled": []}
+    dec.decode(z, 0.2, y, latent_format="flux", steps=3, callback=lambda i, n: ticks["whole"].append(n))
+    dec.decode(z, 0.2, y, latent_format="flux", steps=3, tile=64,
+               callback=lambda i, n: ticks["tiled"].append(n))
+    whole, tiled = seen
+    assert whole["kind"] == "function" and tiled["kind"] == "TiledDenoiser"
+    assert whole["times"] == tiled["times"] == list(sampler_mod.t_schedule(3)[:-1])
+    assert whole["draws"] == tiled["draws"] == 3                  # start noise + 2 re-noise draws
+    assert whole["per_step"] == 1 and tiled["per_step"] == 9
+    assert ticks["whole"] == [3] * 3 and ticks["tiled"] == [27] * 27

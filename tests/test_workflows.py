@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from node_helpers import ROOT, load_pack
 
 CORE = json.loads((ROOT / "tests/fixtures/core_nodes.json").read_text())
