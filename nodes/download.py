@@ -191,17 +191,17 @@ def _guard(hub_errors, entry: ModelFile, dest_dir: str, endpoint: str | None, ca
     """
     host = endpoint or "huggingface.co"
     steps = manual_steps(entry, dest_dir)
-    unreachable = (f"cannot reach {host} to download {entry.name} (offline, HF_HUB_OFFLINE set, "
-                   f"or a proxy/firewall blocks it")
+    network = _transport_errors()
     try:
         return call()
     except hub_errors.GatedRepoError as exc:
         raise DownloadError(f"{entry.repo} is gated: accept the licence on "
                             f"https://huggingface.co/{entry.repo} while logged in, then log in "
-                            f"here too (`huggingface-cli login` or HF_TOKEN) and retry. "
+                            f"here too (huggingface-cli login, or set HF_TOKEN) and retry. "
                             f"{steps}") from exc
     except hub_errors.LocalEntryNotFoundError as exc:  # hf_hub_download could not reach the hub
-        raise DownloadError(f"{unreachable}). {steps}") from exc
+        raise DownloadError(f"cannot reach {host} to download {entry.name} (offline, "
+                            f"HF_HUB_OFFLINE set, or a proxy/firewall blocks it). {steps}") from exc
     except (hub_errors.RepositoryNotFoundError, hub_errors.EntryNotFoundError,
             hub_errors.RevisionNotFoundError) as exc:
         raise DownloadError(f"{entry.path} was not found in {entry.repo} ({_status(exc)}: moved "
@@ -210,18 +210,16 @@ def _guard(hub_errors, entry: ModelFile, dest_dir: str, endpoint: str | None, ca
     except hub_errors.HfHubHTTPError as exc:
         raise DownloadError(f"downloading {entry.name} failed ({_status(exc)} from {host}: "
                             f"{_first_line(exc)}); the server refused or failed. {steps}") from exc
-    except _transport_errors() as exc:
+    except network + (OSError,) as exc:
+        if transfer and not isinstance(exc, network):
+            raise  # a disk error: the caller reports it and cleans up
         if transfer:
             raise DownloadError(f"downloading {entry.name} failed ({type(exc).__name__}: "
                                 f"{_first_line(exc)}); the connection dropped during the "
                                 f"transfer. Nothing was kept. {steps}") from exc
-        raise DownloadError(f"{unreachable}: {type(exc).__name__}: {_first_line(exc)}). "
-                            f"{steps}") from exc
-    except OSError as exc:
-        if transfer:
-            raise
-        raise DownloadError(f"{unreachable}: {type(exc).__name__}: {_first_line(exc)}). "
-                            f"{steps}") from exc
+        raise DownloadError(f"cannot reach {host} to download {entry.name} (offline, "
+                            f"HF_HUB_OFFLINE set, or a proxy/firewall blocks it: "
+                            f"{type(exc).__name__}: {_first_line(exc)}). {steps}") from exc
 
 
 def _status(exc) -> str:
