@@ -75,12 +75,34 @@ def _fallback_root() -> str:
     return os.environ.get(ENV_MODELS_DIR) or os.path.join(os.getcwd(), "models")
 
 
-def pid_dir() -> str:
-    """The folder downloads go to: the first registered ``pid`` path, or the fallback."""
+# ComfyUI keeps old folder names as aliases (models/unet for diffusion_models, models/clip for
+# text_encoders) and lists them first; new files go to the current name.
+_LEGACY_NAMES = {"diffusion_models": "unet", "text_encoders": "clip"}
+
+
+def model_dir(folder: str) -> str:
+    """The folder downloads of kind ``folder`` (``pid``, ``diffusion_models``, ``text_encoders``)
+    go to: ComfyUI's first registered path for it (an ``extra_model_paths.yaml`` default comes
+    first), skipping the legacy alias folder; without ComfyUI, ``<models root>/<folder>``."""
     fp = _optional("folder_paths")
-    if fp is not None and PID_FOLDER in fp.folder_names_and_paths:
-        return fp.get_folder_paths(PID_FOLDER)[0]
-    return os.path.join(_fallback_root(), PID_FOLDER)
+    if fp is None:
+        return os.path.join(_fallback_root(), folder)
+    current = os.path.normpath(os.path.join(fp.models_dir, folder))
+    if folder not in fp.folder_names_and_paths:
+        return current
+    paths = [os.path.normpath(p) for p in fp.get_folder_paths(folder)]
+    legacy = _LEGACY_NAMES.get(folder)
+    if not paths:
+        return current
+    if legacy and paths[0] == os.path.normpath(os.path.join(fp.models_dir, legacy)) \
+            and current in paths:
+        return current
+    return paths[0]
+
+
+def pid_dir() -> str:
+    """The folder official releases are downloaded to: the first registered ``pid`` path."""
+    return model_dir(PID_FOLDER)
 
 
 def _local_files(folder: str) -> list[str]:
@@ -94,14 +116,25 @@ def _local_files(folder: str) -> list[str]:
     return sorted(found)
 
 
+def _is_pid_named(name: str) -> bool:
+    return _DIFFUSION_MODELS_MARK in os.path.basename(name.replace("\\", "/")).lower()
+
+
 def checkpoint_names() -> list[str]:
-    """PiD decoder files: everything in ``pid/``, then PiD-named files in ``diffusion_models/``."""
+    """PiD decoder files: everything in ``pid/``, then PiD-named files in ``diffusion_models/``.
+
+    Every Comfy-Org PiD file name starts with ``pid_`` (``pid_flux1_…``, ``pid_1.5_…``,
+    ``*_mxfp8``, ``*_int8_convrot``), so all of them are listed; other diffusion models are not.
+    """
     fp = _optional("folder_paths")
     if fp is None:
-        return _local_files(pid_dir())
-    names = list(fp.get_filename_list(PID_FOLDER))
-    for n in fp.get_filename_list("diffusion_models"):
-        if _DIFFUSION_MODELS_MARK in os.path.basename(n).lower() and n not in names:
+        names = _local_files(pid_dir())
+        extra = _local_files(os.path.join(_fallback_root(), "diffusion_models"))
+    else:
+        names = list(fp.get_filename_list(PID_FOLDER))
+        extra = fp.get_filename_list("diffusion_models")
+    for n in extra:
+        if _is_pid_named(n) and n not in names:
             names.append(n)
     return names
 
@@ -110,6 +143,10 @@ def checkpoint_path(name: str) -> str:
     """Resolve a combo value from :func:`checkpoint_names` to a full path."""
     fp = _optional("folder_paths")
     if fp is None:
+        for folder in (pid_dir(), os.path.join(_fallback_root(), "diffusion_models")):
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                return path
         return os.path.join(pid_dir(), name)
     for folder in (PID_FOLDER, "diffusion_models"):
         path = fp.get_full_path(folder, name)

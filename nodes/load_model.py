@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from ..pid_core.config import HF_REPO, WEIGHTS_LICENSE
 from ..pid_core.decoder import load_decoder
 from ..pid_core.errors import CheckpointReadError
 from ..pid_core.loading import dtype_name
+from ..pid_core.model_files import REPACK_REPO, lookup
 from . import host, node_base
 from .download import OFF, ensure_release, release_choices
 from .pid_types import PID_MODEL, PiDModel
@@ -38,10 +41,10 @@ class PiDLoadModel:
         return {
             "required": {
                 "checkpoint": (files, {"tooltip": (
-                    "PiD decoder file from ComfyUI/models/pid/ (or a PiD-named file in "
-                    "models/diffusion_models/): .safetensors, .sft, .pth or .pt, e.g. the official "
-                    "model_ema_bf16.pth renamed pid_flux_v1.5.pth. Ignored when 'download' picks a "
-                    "release.")}),
+                    "PiD decoder file from models/diffusion_models/ (Comfy-Org repack, e.g. "
+                    "pid_1.5_flux1_1024_to_4096_4step_bf16.safetensors; files named pid_*) or "
+                    "models/pid/ (e.g. the official model_ema_bf16.pth renamed pid_flux_v1.5.pth): "
+                    ".safetensors, .sft, .pth or .pt. Ignored when 'download' picks a decoder.")}),
                 "text_encoder": (encoders, {"tooltip": (
                     "Gemma-2-2B-it text encoder from models/text_encoders/ (e.g. "
                     "gemma_2_2b_it_elm_bf16.safetensors). PiD is conditioned on the prompt that "
@@ -50,10 +53,16 @@ class PiDLoadModel:
                     "Compute dtype of the decoder. auto = bf16 on GPUs that support it, else fp32 "
                     "(fp32 on the CPU). fp16 may overflow; the released weights are bf16.")}),
                 "download": (release_choices(), {"default": OFF, "tooltip": (
-                    f"off (default) = use 'checkpoint'. A release name downloads "
-                    f"model_ema_bf16.pth of that variant from huggingface.co/{HF_REPO} "
-                    f"(~2.6 GB, {WEIGHTS_LICENSE}) into models/pid/ once, then loads it. "
-                    "*_2k: 512-px LDM -> 2048; *_2kto4k / *_v1.5: 1024-px LDM -> 4096.")}),
+                    f"off (default) = use the files above; nothing is downloaded. A file name "
+                    f"downloads that file from huggingface.co/{REPACK_REPO} once (decoders "
+                    f"~2.7-2.8 GB into models/diffusion_models/, Gemma encoders 2.4-5.2 GB into "
+                    f"models/text_encoders/) and uses it in place of 'checkpoint' or "
+                    f"'text_encoder'. A release name (flux_v1.5, sdxl_2kto4k, ...) downloads "
+                    f"model_ema_bf16.pth of that variant from huggingface.co/{HF_REPO} into "
+                    f"models/pid/pid_<release>.pth. Size and sha256 are checked against the hub "
+                    f"before the file is kept. Decoder weights: {WEIGHTS_LICENSE}; Gemma: Gemma "
+                    f"Terms of Use. *_512_to_2048 / *_2k: 512-px LDM -> 2048; *_1024_to_4096 / "
+                    f"*_2kto4k / *_v1.5: 1024-px LDM -> 4096.")}),
             },
             "optional": {
                 "clip": ("CLIP", {"tooltip": (
@@ -63,22 +72,34 @@ class PiDLoadModel:
         }
 
     def load(self, checkpoint, text_encoder, dtype, download=OFF, clip=None):
-        if download != OFF:
-            path = ensure_release(download, host.pid_dir())
-        elif checkpoint == NO_FILES:
+        path, encoder_path = _download(download)
+        label = checkpoint if path is None else path
+        if path is None and checkpoint == NO_FILES:
             raise CheckpointReadError(
-                "No PiD decoder file was found in ComfyUI/models/pid/. Download model_ema_bf16.pth "
-                f"of a variant from huggingface.co/{HF_REPO} into models/pid/, or set 'download' "
-                "to a release name to fetch it.")
-        else:
+                "No PiD decoder file was found in ComfyUI/models/pid/ or models/diffusion_models/ "
+                f"(files named pid_*). Put a Comfy-Org PiD file (huggingface.co/{REPACK_REPO}) in "
+                f"models/diffusion_models/ or an official model_ema_bf16.pth (huggingface.co/"
+                f"{HF_REPO}) in models/pid/, or set 'download' to a file or release name.")
+        if path is None:
             path = host.checkpoint_path(checkpoint)
+        if encoder_path is not None:
+            text_encoder = os.path.basename(encoder_path)
         compute = host.resolve_dtype(dtype)
         decoder = load_decoder(path, device=host.offload_device(), dtype=compute)
         encoder = clip
         if encoder is None and text_encoder != NONE:
-            encoder = load_text_encoder(host.text_encoder_path(text_encoder))
+            encoder = load_text_encoder(encoder_path or host.text_encoder_path(text_encoder))
         model = PiDModel(decoder=decoder, patcher=host.wrap_model(decoder.net),
-                         text_encoder=encoder, checkpoint=checkpoint if download == OFF else path,
+                         text_encoder=encoder, checkpoint=label,
                          text_encoder_name="CLIP input" if clip is not None else text_encoder,
                          dtype=dtype_name(compute))
         return (model, model.describe())
+
+
+def _download(choice: str):
+    """(decoder path, text-encoder path) fetched for a ``download`` choice; (None, None) if off."""
+    if choice == OFF:
+        return None, None
+    entry = lookup(choice)
+    fetched = ensure_release(choice, host.model_dir(entry.folder if entry else host.PID_FOLDER))
+    return (None, fetched) if entry.kind == "text_encoder" else (fetched, None)

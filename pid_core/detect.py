@@ -196,11 +196,11 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
         conv_padding="zeros" if version == "v1" else "replicate",
         rope_ref_px=1024 if version == "v1" else 2048, sr_scale=sr)
     hint = name_hint.lower()
-    resolution = "2kto4k" if (version == "v1.5" or family == "sdxl" or "2kto4k" in hint or "4k" in hint) else "2k"
-    if family == "16ch" and version == "v1" and "sd3" in hint:
-        formats = ("sd3", "flux")
-    if family == "16ch" and version == "v1.5" and "qwen" in hint:
-        formats = ("qwenimage", "flux")
+    resolution = "2kto4k" if (version == "v1.5" or family == "sdxl" or _HINT_4K.search(hint)) else "2k"
+    if family == "16ch" and "sd3" in hint:
+        formats = ("sd3",) + tuple(f for f in formats if f != "sd3")
+    if family == "16ch" and "qwen" in hint:   # v1.5, or the superseded v1 Comfy-Org 2kto4k file
+        formats = ("qwenimage",) + tuple(f for f in formats if f != "qwenimage")
     release = _match_release(cfg, family, version, resolution, formats)
     _warn_name_conflict(name, hint, family, version)
     envelope = ENVELOPES[resolution] if release is not None else None
@@ -208,7 +208,9 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
 
 
 # File-name words -> what they promise, to flag a misnamed file (the tensors decide, not the name).
-_HINT_VERSION = (("v1.5", "v1.5"), ("v1pt5", "v1.5"), ("v15", "v1.5"))
+# Official releases say "2kto4k"; Comfy-Org repack files say "1024_to_4096" (or "512_to_2048").
+_HINT_4K = re.compile(r"2kto4k|4k|_to_4096|to4096")
+_HINT_VERSION = (("v1.5", "v1.5"), ("v1pt5", "v1.5"), ("v15", "v1.5"), ("pid_1.5_", "v1.5"))
 _HINT_FAMILY = (("flux2", "flux2"), ("klein", "flux2"), ("sdxl", "sdxl"), ("dinov2", "dinov2"),
                 ("siglip", "siglip"))
 
@@ -228,8 +230,6 @@ def _warn_name_conflict(name: str, hint: str, family: str, version: str) -> None
         hinted_family = "16ch"
     if hinted_family is not None and hinted_family != family:
         said.append(f"the {hinted_family} family")
-    if "qwen" in hint and version == "v1":
-        said.append("Qwen-Image (only released as v1.5)")
     if said:
         log.warning(
             "PiD file '%s': its name suggests %s, but its tensors are a %s %s decoder; using what "

@@ -76,6 +76,25 @@ def test_other_releases_are_recognised(release, family, formats):
         assert det.config.sr_scale == 8
 
 
+@pytest.mark.parametrize("release,name,resolution,formats", [
+    ("flux_v1.5", "pid_1.5_flux1_1024_to_4096_4step_bf16.safetensors", "2kto4k", ("flux", "qwenimage")),
+    ("qwenimage_v1.5", "pid_1.5_qwenimage_1024_to_4096_4step_bf16.safetensors", "2kto4k",
+     ("qwenimage", "flux")),
+    ("flux_2k", "pid_flux1_512_to_2048_4step_bf16.safetensors", "2k", ("flux", "sd3")),
+    ("sd3_2kto4k", "pid_sd3_1024_to_4096_4step_bf16.safetensors", "2kto4k", ("sd3", "flux")),
+    ("sd3_2k", "pid_sd3_512_to_2048_4step_bf16.safetensors", "2k", ("sd3", "flux")),
+    ("sdxl_2kto4k", "pid_sdxl_1024_to_4096_4step_bf16.safetensors", "2kto4k", ("sdxl",)),
+    ("flux2_2k", "pid_flux2_512_to_2048_4step_bf16.safetensors", "2k", ("flux2",)),
+    # the superseded v1 Qwen-Image 2kto4k file of the repack (same tensors as the 16ch v1 nets)
+    ("flux_2k", "pid_qwenimage_1024_to_4096_4step_bf16.safetensors", "2kto4k",
+     ("qwenimage", "flux", "sd3")),
+])
+def test_comfy_org_file_names_give_resolution_and_formats(release, name, resolution, formats):
+    _, det, _ = inspect_state_dict(meta_release_sd(release, prefix="model.diffusion_model."), name, name)
+    assert (det.resolution, det.latent_formats) == (resolution, formats)
+    assert det.envelope is not None and det.envelope.name == resolution
+
+
 @pytest.mark.parametrize("prefix", ["", "net.", "model.diffusion_model."])
 def test_comfyui_split_adaln_layout(prefix):
     sd = meta_release_sd("flux_v1.5", prefix)

@@ -188,3 +188,18 @@ def test_ldm_workflows_stop_sigma_matches_the_sampler(workflow):
     if "KSamplerAdvanced" not in by_type:  # custom sampler: Stop Sigma reads the same SIGMAS
         (run,) = by_type["SamplerCustomAdvanced"]
         assert _linked_source(wf, run, "sigmas") == _linked_source(wf, stop, "sigmas")
+
+
+def test_pid_loaders_name_the_files_users_have():
+    """Workflows name Comfy-Org repack files (ComfyUI's own PiD template uses these names), in the
+    folders ComfyUI keeps them, so they validate without renaming anything."""
+    from node_helpers import pack_module
+    files = pack_module("pid_core.model_files")
+    loaders = [(wf.name, n["widgets_values"]) for wf in WORKFLOWS
+               for n in json.loads(wf.read_text())["nodes"] if n["type"] == "PiD_LoadModel"]
+    assert len(loaders) == len(WORKFLOWS)
+    for wf, (checkpoint, text_encoder, *_rest) in loaders:
+        decoder, gemma = files.known_file(checkpoint), files.known_file(text_encoder)
+        assert decoder is not None and decoder.repo == "Comfy-Org/PixelDiT", (wf, checkpoint)
+        assert decoder.folder == "diffusion_models" and decoder.layout == "bf16" and decoder.current
+        assert gemma is not None and gemma.folder == "text_encoders", (wf, text_encoder)

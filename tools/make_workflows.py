@@ -13,9 +13,10 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASES: dict = {}  # filled from the pack's pid_core.config in main()
+RELEASES: dict = {}  # release -> Comfy-Org file name, filled from the pack's tables in main()
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 GEMMA = "gemma_2_2b_it_elm_bf16.safetensors"
 
@@ -183,8 +184,9 @@ def empty(ntype, w, h):
 
 
 FILES_NOTE = """
-**Files** (ComfyUI/models/...): PiD decoder `{pid}` in `pid/` (from huggingface.co/nvidia/PiD,
-`checkpoints/{hf_dir}/model_ema_bf16.pth`, renamed; or let PiD Load Model's *download* fetch it);
+**Files** (ComfyUI/models/...): PiD decoder `{pid}` in `diffusion_models/` (Comfy-Org,
+huggingface.co/Comfy-Org/PixelDiT; or the official `checkpoints/{hf_dir}/model_ema_bf16.pth` from
+huggingface.co/nvidia/PiD in `pid/`; PiD Load Model's *download* fetches either and checks it);
 Gemma-2-2B text encoder `{gemma}` in `text_encoders/` (Comfy-Org). {ldm_files}
 PiD weights: NVIDIA non-commercial licence (see the model card)."""
 
@@ -261,7 +263,7 @@ def sd3(defs):
         note=note("SD3 stopped at 24/28 -> PiD 4K", """
 SD3-medium (shift 3) stops at **step 24 of 28** (sigma 0.3336 with `simple`) and the SD3 2kto4k
 PiD decodes the 1024-px latent to **4096 px**. For 2048 px from a 512-px latent use
-`pid_sd3_2k.safetensors` instead. SD3 and FLUX latents both have 16 channels: the connected
+`pid_sd3_512_to_2048_4step_bf16.safetensors` instead. SD3 and FLUX latents both have 16 channels: the connected
 MODEL tells `latent_format = auto` which it is.
 """, "sd3_2kto4k", "`sd3_medium_incl_clips_t5xxlfp16.safetensors` in `checkpoints/`."))
 
@@ -395,7 +397,11 @@ WORKFLOWS = {
 
 def main():
     defs = node_defs()
-    RELEASES.update(sys.modules["comfyui_pid_tools.pid_core.config"].RELEASES_BY_NAME)
+    files = sys.modules["comfyui_pid_tools.pid_core.model_files"]
+    for rel in sys.modules["comfyui_pid_tools.pid_core.config"].RELEASES:
+        if any(f.release == rel.name for f in files.REPACK_FILES):  # the name users have
+            RELEASES[rel.name] = SimpleNamespace(filename=files.repack_name(rel.name),
+                                                 hf_dir=rel.hf_dir)
     out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
     for name, build in WORKFLOWS.items():
