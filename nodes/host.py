@@ -206,22 +206,17 @@ def wrap_model(module: torch.nn.Module):
                            size=mm.module_size(module))
 
 
-def _supports_partial_load(module: torch.nn.Module) -> bool:
-    # ComfyUI can keep part of a model offloaded only when its layers are comfy.ops casts.
-    return any(hasattr(m, "comfy_cast_weights") for m in module.modules())
-
-
 def load_for_inference(patcher, module: torch.nn.Module, memory_required: int = 0) -> torch.device:
     """Make ``module`` ready on the compute device; returns that device.
 
     In ComfyUI this asks the memory manager (which may evict other models, or later evict PiD
-    for the LDM); plain torch layers need a full load, cast layers may be partially offloaded.
+    for the LDM). The net is always loaded whole: its norms, gates and embeddings are plain
+    torch parameters, which ComfyUI's partial (low-VRAM) loading would leave behind.
     """
     mm = _optional("comfy.model_management")
     if patcher is None or mm is None:
         return next(module.parameters()).device
-    mm.load_models_gpu([patcher], memory_required=memory_required,
-                       force_full_load=not _supports_partial_load(module))
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
     return patcher.load_device
 
 

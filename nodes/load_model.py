@@ -9,7 +9,7 @@ from ..pid_core.decoder import load_decoder
 from ..pid_core.errors import CheckpointReadError
 from ..pid_core.loading import dtype_name
 from ..pid_core.model_files import REPACK_REPO, lookup
-from . import host, node_base
+from . import host, node_base, quant_host
 from .download import OFF, ensure_release, release_choices
 from .pid_types import PID_MODEL, PiDModel
 from .text_encode import load_text_encoder
@@ -85,7 +85,10 @@ class PiDLoadModel:
         if encoder_path is not None:
             text_encoder = os.path.basename(encoder_path)
         compute = host.resolve_dtype(dtype)
-        decoder = load_decoder(path, device=host.offload_device(), dtype=compute)
+        if quant_host.available() and quant_host.is_quantised_file(path):
+            decoder = quant_host.load_quantised_decoder(path, host.offload_device(), compute)
+        else:   # a quantised file without ComfyUI's quantised ops is refused here, naming the bf16 one
+            decoder = load_decoder(path, device=host.offload_device(), dtype=compute)
         encoder = clip
         if encoder is None and text_encoder != NONE:
             encoder = load_text_encoder(encoder_path or host.text_encoder_path(text_encoder))

@@ -99,7 +99,7 @@ class TimestepEmbedder(nn.Module):
                           * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         arg = t.float()[:, None] * freqs[None]
         emb = torch.cat([torch.cos(arg), torch.sin(arg)], dim=-1)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+        return self.mlp(emb.to(self.mlp[0].bias.dtype))   # bias: plain even in quantised layers
 
 
 class TextEmbedder(nn.Module):

@@ -74,7 +74,7 @@ class PiDDecoder:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.net.s_embedder.proj.weight.dtype
+        return self.net.dtype
 
     def output_size_for(self, latent_hw) -> tuple[int, int]:
         f = self.info.output_factor
@@ -234,11 +234,14 @@ class PiDDecoder:
 
 
 def load_decoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device="cpu", dtype="auto",
-                 name_hint: str | None = None, operations=nn, compile: bool = False) -> PiDDecoder:
+                 name_hint: str | None = None, operations=nn, compile: bool = False,
+                 quantised: bool = False) -> PiDDecoder:
     """Load a PiD decoder from a file path or a state dict (any supported key layout).
 
-    ``compile=True`` runs the network through ``torch.compile`` (see ``PiDDecoder``)."""
-    loaded = load_net(source, device=device, dtype=dtype, name_hint=name_hint, operations=operations)
+    ``compile=True`` runs the network through ``torch.compile`` (see ``PiDDecoder``);
+    ``quantised=True`` with host ``operations`` that load quantised layers (``loading.load_net``)."""
+    loaded = load_net(source, device=device, dtype=dtype, name_hint=name_hint, operations=operations,
+                      quantised=quantised)
     name = name_hint or (os.path.basename(str(source)) if not isinstance(source, Mapping) else "")
     info = DecoderInfo.from_detection(
         loaded.detection, param_count=loaded.param_count,

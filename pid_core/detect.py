@@ -20,17 +20,13 @@ import torch
 
 from .config import ENVELOPES, RELEASES, Envelope, PiDNetConfig
 from .errors import NotAPiDCheckpointError, StateDictMismatchError, UnsupportedCheckpointError
+from .quantised import is_aux_key
 
 log = logging.getLogger(__name__)
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "net.")
 SIGNATURE = ("lq_proj.latent_proj.0.weight", "pixel_embedder.proj.weight", "y_pos_embedding")
 _SPLIT_RE = re.compile(r"^pixel_blocks\.(\d+)\.adaLN_modulation_(msa|mlp)\.(weight|bias)$")
-_QUANT_MARKERS = ("scale_weight", "weight_scale", "scale_input", "input_scale", ".absmax",
-                  "quant_state", ".qweight", ".scales", "comfy_quant", "weight_global_scale")
-_QUANT_DTYPES = {torch.int8, torch.uint8, torch.int32} | {
-    getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-    if hasattr(torch, n)}
 
 # What other diffusion files look like, to say what the user picked instead of a PiD decoder.
 _OTHER_MODELS = (
@@ -59,6 +55,13 @@ def fuse_split_adaln(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
     Fused row ``p*6D + j*D + d`` (pixel p, chunk j of shift/scale/gate x msa/mlp, channel d); ComfyUI
     stores chunks 0-2 in ``msa`` and 3-5 in ``mlp``, each as ``p*3D + j*D + d``.
     """
+    split_quantised = sorted(k for k in sd if is_aux_key(k, {k.rpartition(".")[0]})
+                             and re.match(r"^pixel_blocks\.\d+\.adaLN_modulation_(msa|mlp)\.", k))
+    if split_quantised:
+        raise UnsupportedCheckpointError(
+            f"this file stores the pixel blocks' adaLN split in two halves AND quantised (e.g. "
+            f"{split_quantised[0]}); quantised halves cannot be put back into the fused layer "
+            f"losslessly. Use the file as published (fused adaLN_modulation.0), or its bf16 copy.")
     parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     out = {}
     for k, v in sd.items():
@@ -82,16 +85,6 @@ def fuse_split_adaln(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
         fused = torch.cat([msa.reshape(p2, 3, pixel_dim, *rest), mlp.reshape(p2, 3, pixel_dim, *rest)], dim=1)
         out[f"pixel_blocks.{idx}.adaLN_modulation.0.{kind}"] = fused.reshape(p2 * 6 * pixel_dim, *rest)
     return out, True
-
-
-def check_not_quantised(sd: dict[str, torch.Tensor], name: str) -> None:
-    quant = [k for k, v in sd.items() if v.dtype in _QUANT_DTYPES or any(m in k for m in _QUANT_MARKERS)]
-    if quant:
-        k = quant[0]
-        raise UnsupportedCheckpointError(
-            f"'{name}' is a quantised PiD repack ({len(quant)} quantised tensors, e.g. {k} "
-            f"[{sd[k].dtype}]); this pack loads bf16/fp16/fp32 decoders only. Use the bf16 "
-            f"safetensors or the official model_ema_bf16.pth (pick a lower compute dtype instead).")
 
 
 def check_is_pid(sd: dict[str, torch.Tensor], name: str) -> None:
@@ -156,18 +149,20 @@ def _count(sd, prefix: str) -> int:
 def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str = "") -> Detection:
     """Recognise the variant of a prefix-stripped, fused state dict from its shapes."""
     try:
+        # Linear out-dims from the bias where there is one: a quantised weight's storage may be
+        # padded (mxfp8 blocks); convs, norms and embeddings are never quantised
         cin = sd["lq_proj.latent_proj.0.weight"].shape[1]
         adapter_dim = sd["lq_proj.latent_proj.0.weight"].shape[0]
-        gate_rows = sd["lq_proj.gate_modules.0.content_proj.weight"].shape[0]
+        gate_rows = sd["lq_proj.gate_modules.0.content_proj.bias"].shape[0]
         hidden = sd["y_pos_embedding"].shape[-1]
         text_tokens = sd["y_pos_embedding"].shape[-2]
         head_dim = sd["patch_blocks.0.attn.q_norm_x.weight"].shape[0]
         pixel_dim = sd["pixel_blocks.0.norm1.weight"].shape[0]
-        pixel_attn = sd["pixel_blocks.0.attn.proj.weight"].shape[0]
+        pixel_attn = sd["pixel_blocks.0.attn.proj.bias"].shape[0]
         pixel_head_dim = sd["pixel_blocks.0.attn.q_norm.weight"].shape[0]
-        patch_in = sd["s_embedder.proj.weight"].shape[1]
+        patch_in = 3 * sd["pixel_blocks.0.adaLN_modulation.0.bias"].shape[0] // (6 * pixel_dim)
         mlp_hidden = sd["patch_blocks.0.mlp_x.w1.weight"].shape[0]
-        pixel_mlp = sd["pixel_blocks.0.mlp.fc1.weight"].shape[0]
+        pixel_mlp = sd["pixel_blocks.0.mlp.fc1.bias"].shape[0]
         text_dim = sd["y_embedder.proj.weight"].shape[1]
     except KeyError as exc:
         raise StateDictMismatchError(

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from .checkpoint_io import read_state_dict
-from .detect import Detection, check_is_pid, check_not_quantised, detect, fuse_split_adaln, strip_prefix
+from .detect import Detection, check_is_pid, detect, fuse_split_adaln, strip_prefix
 from .errors import PiDInputError, StateDictMismatchError
 from .model import PiDNet
+from .quantised import MARKER, check_quantisation, is_aux_key, quantised_layers
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +71,42 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
-def prepare_state_dict(sd: Mapping[str, torch.Tensor], name: str) -> tuple[dict, str]:
-    """Normalise a raw checkpoint dict to upstream key names; returns (dict, layout description)."""
+def prepare_state_dict(sd: Mapping[str, torch.Tensor], name: str,
+                       quantised: bool = False) -> tuple[dict, str, dict]:
+    """Normalise a raw checkpoint dict to upstream key names.
+
+    Returns (dict, layout description, ``{layer: format}`` of its quantised layers). Quantised
+    files are refused unless ``quantised`` (the caller's layers load ``comfy_quant`` tensors).
+    """
     sd, prefix = strip_prefix(dict(sd))
-    check_not_quantised(sd, name)
+    layers = check_quantisation(sd, name, allowed=quantised)
     sd, was_split = fuse_split_adaln(sd)
     check_is_pid(sd, name)
     layout = f"prefix '{prefix}'" if prefix else "no prefix"
-    return sd, layout + (", split adaLN (ComfyUI)" if was_split else ", fused adaLN")
+    layout += ", split adaLN (ComfyUI)" if was_split else ", fused adaLN"
+    if layers:
+        layout += f", {len(layers)} quantised layers ({'/'.join(sorted(set(layers.values())))})"
+    return sd, layout, layers
 
 
-def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det: Detection) -> None:
+def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det: Detection,
+                  quantised: dict | None = None) -> None:
+    """Exact keys and shapes; a quantised layer may add its scale/marker tensors, and its weight
+    (low-precision storage, possibly padded) must only be a matrix of a Linear of the net."""
     expected = net.state_dict()
+    quantised = quantised or {}
+    linears = {n for n, m in net.named_modules() if isinstance(m, nn.Linear)}
     missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
+    unexpected = [k for k in sd if k not in expected and not is_aux_key(k, quantised)]
+    unexpected += [f"{layer}.{MARKER} (not a Linear)" for layer in quantised if layer not in linears]
+
+    def fits(k, want):
+        if k.rpartition(".")[0] in quantised and k.endswith(".weight"):
+            return sd[k].dim() == 2
+        return sd[k].shape == want.shape
+
     mismatched = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})"
-                  for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+                  for k, v in expected.items() if k in sd and not fits(k, v)]
     if not (missing or unexpected or mismatched):
         return
     what = f"{det.family} {det.version}"
@@ -102,22 +123,28 @@ def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det
 
 
 def inspect_state_dict(raw: Mapping[str, torch.Tensor], name: str = "state dict",
-                       name_hint: str = "") -> tuple[dict, Detection, str]:
+                       name_hint: str = "", quantised: bool = False) -> tuple[dict, Detection, str]:
     """Normalise, detect and strictly check a state dict without materialising a network.
 
     Works on meta-device tensors. Returns (normalised dict, detection, layout description).
+    ``quantised``: accept ``comfy_quant`` layers (see ``load_net``).
     """
-    sd, layout = prepare_state_dict(raw, name)
+    sd, layout, layers = prepare_state_dict(raw, name, quantised)
     det = detect(sd, name, name_hint)
     with torch.device("meta"):
         reference = PiDNet(det.config)
-    _strict_check(reference, sd, name, det)
+    _strict_check(reference, sd, name, det, layers)
     return sd, det, layout
 
 
 def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="cpu", dtype="auto",
-             name_hint: str | None = None, operations=nn) -> LoadedNet:
-    """Read/normalise/detect/build/load. ``source`` is a path or an in-memory state dict."""
+             name_hint: str | None = None, operations=nn, quantised: bool = False) -> LoadedNet:
+    """Read/normalise/detect/build/load. ``source`` is a path or an in-memory state dict.
+
+    ``quantised=True``: ``operations`` provide Linear layers that load ComfyUI's ``comfy_quant``
+    tensors themselves (``comfy.ops.mixed_precision_ops``); the net is then built on ``device``
+    (those layers create their weights while loading) and quantised tensors keep their dtype.
+    """
     if isinstance(source, Mapping):
         name = name_hint or "state dict"
         raw = source
@@ -125,16 +152,28 @@ def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="
         name = Path(source).name
         name_hint = name_hint or name
         raw = read_state_dict(source)
-    sd, det, layout = inspect_state_dict(raw, name, name_hint or "")
+    sd, det, layout = inspect_state_dict(raw, name, name_hint or "", quantised)
     compute = resolve_dtype(dtype, device)
-    src_dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
-    with torch.device("meta"):
-        net = PiDNet(det.config, dtype=compute, operations=operations)
     dev = torch.device(device)
-    converted = {k: v.to(device=dev, dtype=compute) for k, v in sd.items()}
-    net.load_state_dict(converted, strict=True, assign=True)
+    layers = quantised_layers(sd)
+    src_dtype = next((v.dtype for k, v in sd.items() if v.is_floating_point()
+                      and k.rpartition(".")[0] not in layers), torch.float32)
+    if layers:
+        net = PiDNet(det.config, dtype=compute, device=dev, operations=operations)
+        net.load_state_dict({k: v if _keeps_dtype(k, layers) else v.to(device=dev, dtype=compute)
+                             for k, v in sd.items()}, strict=True)
+    else:
+        with torch.device("meta"):
+            net = PiDNet(det.config, dtype=compute, operations=operations)
+        net.load_state_dict({k: v.to(device=dev, dtype=compute) for k, v in sd.items()},
+                            strict=True, assign=True)
     net.eval().requires_grad_(False)
     n = sum(p.numel() for p in net.parameters())
     log.info("loaded PiD %s %s (%s, %.0fM params) from %s as %s on %s", det.family, det.version,
              det.release or "custom dims", n / 1e6, name, compute, dev)
     return LoadedNet(net, det, src_dtype, layout, n)
+
+
+def _keeps_dtype(key: str, layers) -> bool:
+    """A quantised layer's weight and its scale/marker tensors go to its layer as stored."""
+    return is_aux_key(key, layers) or (key.rpartition(".")[0] in layers and key.endswith(".weight"))

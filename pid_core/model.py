@@ -71,6 +71,11 @@ class PiDNet(nn.Module):
         self.lq_proj = LatentAdapter(cfg, **kw)
         self.pit_lq_gate = SigmaGate(h, cfg.gate_per_dim, **kw) if cfg.pit_gate else None
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (of a plain parameter: host layers may store weights quantised)."""
+        return self.y_pos_embedding.dtype
+
     def grid_for(self, x: torch.Tensor) -> tuple[int, int]:
         p = self.cfg.patch_size
         return x.shape[-2] // p, x.shape[-1] // p
@@ -107,7 +112,7 @@ class PiDNet(nn.Module):
         b, _, hh, ww = x.shape
         gh, gw = self.grid_for(x)
         dev = x.device
-        wdtype = self.s_embedder.proj.weight.dtype
+        wdtype = self.dtype
         x = x.to(wdtype)
         sigma = sigma.float().reshape(-1).expand(b) if sigma.numel() == 1 else sigma.float()
 
