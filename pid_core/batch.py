@@ -187,9 +187,17 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def existing_embeds(item: Item) -> Path:
+    """The item's text-embeds file, which must exist."""
+    if not item.text_embeds.is_file():
+        raise PiDInputError(f"text-embeds file '{item.text_embeds}' does not exist; give the path of a "
+                            f"safetensors file saved from pid_core.text, or a \"prompt\".")
+    return item.text_embeds
+
+
 def item_key(item: Item, settings: dict) -> str:
     """SHA-256 of what decides the item's pixels (see the module doc). Reads its files."""
-    text = (["embeds", file_digest(item.text_embeds)] if item.text_embeds is not None
+    text = (["embeds", file_digest(existing_embeds(item))] if item.text_embeds is not None
             else ["prompt", item.prompt])
     facts = {"latent": file_digest(item.latent), "text": text, "sigma": item.sigma,
              "latent_format": item.latent_format, "seed": item.seed, "steps": item.steps,

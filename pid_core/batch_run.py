@@ -23,6 +23,7 @@ from .batch import (
                     RECORD_SUFFIX,
                     Item,
                     atomic_write,
+                    existing_embeds,
                     is_done,
                     item_key,
                     output_names,
@@ -83,10 +84,7 @@ class TextFeatures:
             self.cache.move_to_end(key)
             return self.cache[key]
         if item.text_embeds is not None:
-            if not item.text_embeds.is_file():
-                raise PiDInputError(f"text-embeds file '{item.text_embeds}' does not exist; give the path of "
-                                    f"a safetensors file saved from pid_core.text, or a \"prompt\".")
-            feats = read_text_embeds(str(item.text_embeds))
+            feats = read_text_embeds(str(existing_embeds(item)))
         elif item.prompt is None:
             raise PiDInputError("the item has neither \"prompt\" nor \"text_embeds\"; PiD needs the prompt "
                                 "that made the latent. Add one to the row, or pass --prompt / --text-embeds.")
