@@ -111,9 +111,12 @@ class Progress:
         if show and total and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+                from tqdm.contrib.logging import logging_redirect_tqdm
             except ImportError:   # tqdm is optional: the log lines below say the same
-                pass
+                return
+            self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
+            self._logs = logging_redirect_tqdm()   # log records above the bar, not through it
+            self._logs.__enter__()
 
     def update(self, failed: int) -> None:
         self.n += 1
@@ -133,6 +136,7 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            self._logs.__exit__(None, None, None)
             self.bar.close()
 
 

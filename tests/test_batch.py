@@ -205,7 +205,7 @@ def test_folder_input_pairs_each_latent_with_its_txt_prompt(tmp_path):
     assert Item(row=1, prompt="x").text_key != Item(row=1, text_embeds=Path("x")).text_key
 
 
-def test_a_killed_run_resumes_without_redoing_finished_items(tmp_path):
+def test_a_killed_run_resumes_without_redoing_finished_items(tmp_path, capsys):
     # item 0 is quick, the others take a while: the run is killed right after item 0's record
     d = make_batch_dir(tmp_path, latents=[(1, 16, 2, 2)] + [(1, 16, 8, 8)] * 3)
     manifest = write_manifest(d / "m.jsonl", [{"latent": f"l{i}.latent", "text_embeds": E} for i in range(4)])
@@ -220,9 +220,8 @@ def test_a_killed_run_resumes_without_redoing_finished_items(tmp_path):
     proc.communicate()
     assert (out / "l0.pid.json").exists() and not (out / "l3.pid.json").exists()
     stamp = (out / "l0.png").stat().st_mtime_ns
-    rerun = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "4 items on 1 process(es): 3 images decoded, 1 already done, 0 failed" in rerun.stdout
+    assert cli.main(batch_argv(d, manifest, out)) == 0          # the rerun
+    assert "4 items on 1 process(es): 3 images decoded, 1 already done, 0 failed" in capsys.readouterr().out
     assert (out / "l0.png").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == [f"l{i}.png" for i in range(4)]
     assert not list(out.glob(".*.tmp"))
