@@ -180,8 +180,9 @@ BATCH_EPILOG = """manifest: one JSON object per line; relative paths are relativ
   {"latent": "b.safetensors", "text_embeds": "b_embeds.safetensors", "latent_format": "flux",
    "size": "2048x2048", "steps": 4, "output": "b_2k"}
 keys: latent (required), prompt | text_embeds, sigma, latent_format, seed, steps, size, output;
-a key a row leaves out takes the option's value below. --in DIR instead reads every .latent /
-.safetensors file of DIR with the prompt of the same-named .txt file beside it.
+a key a row leaves out takes the value of the option of that name (--sigma, --seed, --prompt...).
+--in DIR instead reads every .latent / .safetensors file of DIR with the prompt of the
+same-named .txt file beside it.
 
 outputs: DIR/<output>.png (<output>_<b>.png for a latent batch) and a done record
 DIR/<output>.pid.json; a rerun skips items whose record matches (same files and settings).
