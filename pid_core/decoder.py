@@ -122,7 +122,7 @@ class PiDDecoder:
                latent_format=None, output_size=None, callback: Callable[[int, int], None] | None = None,
                tile=None, tile_overlap: int | None = None, memory_budget_bytes: int | None = None,
                noise_device: str = "cpu", noise_frame: str | None = None,
-               plan: DecodePlan | None = None) -> torch.Tensor:
+               plan: DecodePlan | None = None, parallel=None) -> torch.Tensor:
         """Decode a raw LATENT at noise level ``sigma`` to ``[B, 3, H, W]`` float32 in [0, 1].
 
         ``plan``: a plan from ``plan(...)`` for this latent (else one is made from ``tile``,
@@ -132,6 +132,9 @@ class PiDDecoder:
         "cpu" (the same image on every device) or "device". ``noise_frame``: "flow" or "ve", the
         sampling frame of the LDM that made a noisy latent (default: the format's). The result
         is on the compute device, or on the CPU when a tiled canvas did not fit the budget.
+        ``parallel``: a ``distributed.TileParallel`` spreading a tiled plan's tiles over the
+        processes of a torch.distributed group (every process gets the same image; make the
+        plan with ``distributed.shared_plan`` so it is the same everywhere).
         """
         info = self.info
         z = check_latent(latent, info.latent_channels, info.describe())
@@ -159,10 +162,12 @@ class PiDDecoder:
         log.debug("PiD decode plan: %s (%s)", plan.describe(), plan.reason)
         while True:
             try:
-                out = self._run(plan, z, sig, y.to(dev), seed, steps, noise_device, callback)
+                out = self._run(plan, z, sig, y.to(dev), seed, steps, noise_device, callback, parallel)
                 break
             except torch.OutOfMemoryError as exc:
                 error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "out of memory"
+                if parallel is not None:   # the other processes wait in a collective: no retry
+                    raise parallel.out_of_memory(plan, error) from exc
             plan = self._retry_plan(plan, error)  # outside the except: the failed frames are gone
         bad = int((~torch.isfinite(out)).sum())
         if bad:
@@ -174,7 +179,7 @@ class PiDDecoder:
         return (out.float() + 1) / 2
 
     def _run(self, plan: DecodePlan, z, sig, y, seed: int, steps: int, noise_device: str,
-             callback) -> torch.Tensor:
+             callback, parallel=None) -> torch.Tensor:
         """Sample with ``plan``; inputs already on the device and in PiD's frame. x0 in [-1, 1]."""
         net, dev, forward = self.net, self.device, self._forward()
         h, w = plan.output_size
@@ -189,7 +194,7 @@ class PiDDecoder:
         with NoiseSource(seed, (z.shape[0], 3, h, w), state_dev, noise_device) as noise:
             if plan.tiled:
                 denoise = TiledDenoiser(velocity, net.lq_proj, net.lq_proj.align(z, grid).to(state_dev),
-                                        plan.tiles, (h, w), plan.overlap, dev, state_dev)
+                                        plan.tiles, (h, w), plan.overlap, dev, state_dev, parallel)
                 return sample(denoise, noise, steps, callback, denoise.calls_per_step)
             tokens = net.lq_proj.encode(z, grid)
 

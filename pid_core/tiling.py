@@ -115,15 +115,23 @@ class TiledDenoiser:
     the latent on the patch grid (``LatentAdapter.align``), kept where the canvas is
     (``state_device``). Each call crops every tile from the state, turns its velocity into an
     estimate and blends the estimates with feathered weights; ``tick()`` after every tile.
+
+    ``parallel`` (optional; ``distributed.TileParallel``) spreads the tiles over processes:
+    ``parallel.owns(j)`` says whether this process computes tile ``j``, and
+    ``parallel.parts(estimate, tiles, like, device)`` yields ``(j, weighted estimate of tile j)``
+    for every tile in order, calling ``estimate(j)`` for its own tiles and receiving the others.
+    The blend then adds the same values in the same order on every process.
     """
 
     def __init__(self, velocity: Callable, adapter, aligned: torch.Tensor, tiles, size: tuple[int, int],
-                 overlap: int, device, state_device):
+                 overlap: int, device, state_device, parallel=None):
         height, width = size
-        self.velocity, self.tiles = velocity, list(tiles)
+        self.velocity, self.tiles, self.parallel = velocity, list(tiles), parallel
         self.device, self.state_device = device, state_device
-        # adapter features per tile, once per decode (kept where the canvas is)
-        self.tokens = [tile_tokens(adapter, aligned, t, device).to(state_device) for t in self.tiles]
+        own = [parallel is None or parallel.owns(j) for j in range(len(self.tiles))]
+        # adapter features per own tile, once per decode (kept where the canvas is)
+        self.tokens = [tile_tokens(adapter, aligned, t, device).to(state_device) if mine else None
+                       for t, mine in zip(self.tiles, own)]
         self.weights, self.wsum = [], None
         if len(self.tiles) > 1:
             self.wsum = torch.zeros(1, 1, height, width, device=state_device)
@@ -133,21 +141,32 @@ class TiledDenoiser:
 
     @property
     def calls_per_step(self) -> int:
-        return len(self.tiles)
+        """Network calls of this process per step (all tiles, or its own under ``parallel``)."""
+        return sum(tok is not None for tok in self.tokens)
 
     def __call__(self, x: torch.Tensor, t: float, tick: Callable[[], None]) -> torch.Tensor:
         single = self.wsum is None
-        acc = None if single else torch.zeros_like(x)
-        for j, tile in enumerate(self.tiles):
-            xt = tile.crop(x).contiguous().to(self.device)
+
+        def estimate(j: int) -> torch.Tensor:   # tile j's x0 times its blend weight, on the device
+            xt = self.tiles[j].crop(x).contiguous().to(self.device)
             x0t = velocity_to_x0(xt, t, self.velocity(xt, t, self.tokens[j].to(self.device)))
             del xt
-            if single:
-                acc = x0t.to(self.state_device)
-            else:
-                tile.crop(acc).add_((x0t * self.weights[j].to(self.device)).to(self.state_device))
-            del x0t
+            if not single:
+                x0t = x0t * self.weights[j].to(self.device)
             tick()
+            return x0t
+
+        if self.parallel is None:
+            parts = ((j, estimate(j)) for j in range(len(self.tiles)))
+        else:
+            parts = self.parallel.parts(estimate, self.tiles, x, self.device)
+        acc = None if single else torch.zeros_like(x)
+        for j, part in parts:
+            if single:
+                acc = part.to(self.state_device)
+            else:
+                self.tiles[j].crop(acc).add_(part.to(self.state_device))
+            del part
         return acc if single else acc.div_(self.wsum)
 
 
