@@ -12,6 +12,7 @@ refused with the name of the bf16 file to use instead.
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 
@@ -88,4 +89,12 @@ def bf16_alternative(name: str) -> str:
             return repack_name(entry.release)
         except KeyError:
             pass
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    twin = _QUANT_SUFFIX.sub(r"_bf16\2", base)
+    if twin != base and known_file(twin) is not None:
+        return twin
     return "the bf16 safetensors of the same decoder (or the official model_ema_bf16.pth)"
+
+
+# the layout word of a Comfy-Org file name, before its extension
+_QUANT_SUFFIX = re.compile(r"_(int8_convrot|mxfp8|nvfp4|fp8_scaled|fp8)(\.[a-z]+)$")

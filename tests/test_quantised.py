@@ -122,3 +122,15 @@ def test_split_adaln_that_is_quantised_is_refused(files):
     sd = quantise_int8(sd, ["pixel_blocks.0.adaLN_modulation_msa"])
     with pytest.raises(UnsupportedCheckpointError, match="split in two halves AND quantised"):
         load_decoder(sd, operations=OPS, quantised=True)
+
+
+@pytest.mark.parametrize("name,alt", [
+    ("pid_1.5_flux1_1024_to_4096_4step_int8_convrot.safetensors", "pid_1.5_flux1_1024_to_4096_4step_bf16.safetensors"),
+    ("pid_1.5_qwenimage_1024_to_4096_4step_mxfp8.safetensors",
+     "pid_1.5_qwenimage_1024_to_4096_4step_bf16.safetensors"),
+    ("sub/pid_flux2_512_to_2048_4step_mxfp8.safetensors", "pid_flux2_512_to_2048_4step_bf16.safetensors"),
+    ("my_quant.safetensors", "the bf16 safetensors of the same decoder"),
+])
+def test_the_refusal_names_the_bf16_twin(name, alt):
+    from pid_core.quantised import bf16_alternative
+    assert bf16_alternative(name).startswith(alt)
