@@ -4,8 +4,9 @@ Decisions only (no tensor math). The latent's channel count is checked against t
 first (the most basic mismatch). The 16-channel families FLUX.1/Z-Image, SD3 and Qwen-Image cannot
 be told apart from a latent's shape, so "auto" uses what the graph says (a connected MODEL's
 ComfyUI latent format, a VAE's latent shape) and otherwise asks. The noise frame of a noisy
-latent comes from the connected MODEL's sampling type (AuraFlow samples SDXL-VAE latents in the
-flow frame), else from the format's default.
+latent comes from the connected MODEL's sampling type (ComfyUI stores a flow model's stopped
+latent as x_t / (1 - s); AuraFlow samples SDXL-VAE latents as a flow model), else from the
+format's usual ComfyUI LDM (``LatentFormat.comfy_frame``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..pid_core.errors import LatentMismatchError, TextEncodingError
-from ..pid_core.latents import COMFY_FORMATS, LATENT_FORMATS, check_latent
+from ..pid_core.latents import COMFY_FORMATS, LATENT_FORMATS, check_latent, get_latent_format
 from . import host
 from .schedule import noise_frame
 
@@ -29,7 +30,7 @@ def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple
     sampling = host.model_sampling(model) if model is not None else None
     frame = noise_frame(sampling) if sampling is not None else None
     if choice != "auto":
-        return choice, frame
+        return choice, frame or get_latent_format(choice).comfy_frame
     if model is not None:
         name, cls = host.model_latent_format(model)
         if name is None:
@@ -37,7 +38,7 @@ def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple
                 f"The connected MODEL uses ComfyUI latent format '{cls}', which PiD cannot decode; "
                 f"PiD supports {_FORMAT_HELP}. Disconnect the MODEL and set latent_format, or use "
                 f"an LDM of a supported family.")
-        return name, frame
+        return name, frame or get_latent_format(name).comfy_frame
     candidates = list(info.latent_formats)
     if vae is not None:
         fits = host.vae_latent_formats(vae)
@@ -48,7 +49,7 @@ def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple
                 f"checkpoint decodes {'/'.join(info.latent_formats)} latents ({info.describe()}). "
                 f"Connect the VAE of that family or load the matching PiD checkpoint.")
     if len(candidates) == 1:
-        return candidates[0], frame
+        return candidates[0], frame or get_latent_format(candidates[0]).comfy_frame
     raise LatentMismatchError(
         f"latent_format is 'auto' but this PiD checkpoint accepts {' or '.join(candidates)} "
         f"latents, which look identical ({info.latent_channels} channels). Connect the LDM's MODEL "

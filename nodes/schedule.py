@@ -20,33 +20,39 @@ from typing import Callable, Optional
 import torch
 
 from ..pid_core.errors import PiDInputError
-from ..pid_core.latents import FLOW, VE
+from ..pid_core.latents import COMFY_FLOW, VE
 
 
 @dataclass(frozen=True)
 class StopSigma:
     sigma: float
-    frame: str      # "flow" (x = (1-s) x0 + s eps, s in [0,1]) or "ve" (x = x0 + s eps)
+    frame: str      # the stopped LATENT's noise frame: "comfy_flow" (x_t / (1-s)) or "ve" (x0 + s eps)
     index: int      # position in the (possibly discarded) schedule
     schedule_len: int
 
     def note(self) -> str:
         where = (f"sigma {self.sigma:.6g} = schedule[{self.index}] of {self.schedule_len - 1} "
                  f"steps")
-        if self.frame == FLOW:
-            return f"{where}; flow-matching frame (0 = clean, 1 = noise): passed to PiD as is."
+        if self.frame == COMFY_FLOW:
+            return (f"{where}; flow-matching model (0 = clean, 1 = noise): ComfyUI returns the "
+                    f"latent as x_t/(1-s), PiD Decode Latent scales it back to x_t.")
         return (f"{where}; VE frame of an EPS/v-prediction model (SDXL-style, 0..~14.6): "
-                f"PiD Decode Latent converts it to the VP frame (s/sqrt(s^2+1)).")
+                f"PiD Decode Latent maps it to the frame its checkpoint was trained in.")
 
 
 def noise_frame(model_sampling) -> str:
-    """'flow' for CONST (flow-matching) sampling objects, 've' for EPS/V_PREDICTION ones."""
+    """The frame of a LATENT a ComfyUI sampler returns for this sampling object.
+
+    CONST (flow matching, comfy/model_sampling.py) divides its output by (1 - sigma)
+    (``inverse_noise_scaling``): "comfy_flow". EPS, V_PREDICTION, X0 and COSMOS_RFLOW keep
+    ``x0 + sigma * eps``: "ve". Unknown classes: by their sigma range.
+    """
     names = {c.__name__ for c in type(model_sampling).__mro__}
     if "CONST" in names:
-        return FLOW
-    if names & {"EPS", "V_PREDICTION", "EDM", "X0"}:
+        return COMFY_FLOW
+    if names & {"EPS", "V_PREDICTION", "EDM", "X0", "COSMOS_RFLOW"}:
         return VE
-    return FLOW if float(model_sampling.sigma_max) <= 1.0 + 1e-6 else VE
+    return COMFY_FLOW if float(model_sampling.sigma_max) <= 1.0 + 1e-6 else VE
 
 
 def stop_sigma(model_sampling, scheduler: str, steps: int, end_at_step: int, *,
@@ -67,7 +73,7 @@ def stop_sigma(model_sampling, scheduler: str, steps: int, end_at_step: int, *,
 
 
 def from_sigmas(sigmas: torch.Tensor, end_at_step: int, *, leftover_noise: bool = True,
-                frame: str = FLOW) -> StopSigma:
+                frame: str = COMFY_FLOW) -> StopSigma:
     """Stop sigma of an explicit SIGMAS schedule (a split's high half: its last entry)."""
     if sigmas.dim() != 1 or sigmas.numel() == 0:
         raise PiDInputError(f"SIGMAS must be a non-empty 1-D schedule; got shape "

@@ -34,6 +34,7 @@ FIELDS = {
     "text_embeds": "path of a safetensors file with one [B, 300, 2304] text-feature tensor",
     "sigma": "noise level of the latent (0 = finished)",
     "latent_format": "flux, sd3, sdxl, qwenimage, flux2, normalized (default: the checkpoint's)",
+    "noise_frame": "flow, comfy_flow or ve (default: ComfyUI's convention for .latent files, else flow)",
     "seed": "noise seed of this item",
     "steps": "network calls, 1..4",
     "size": "output size as \"HxW\" or [H, W] (default: the latent x the output factor)",
@@ -52,6 +53,7 @@ class Item:
     text_embeds: Path | None = None
     sigma: object = 0.0
     latent_format: str | None = None
+    noise_frame: str | None = None
     seed: object = 0
     steps: object = 4
     size: tuple[int, int] | None = None
@@ -94,7 +96,7 @@ def _item(row: int, fields: dict, base: Path, defaults: dict) -> Item:
     if not isinstance(fields.get("latent"), str) or not fields["latent"]:
         raise PiDInputError(f"the row has no \"latent\" path (got {fields.get('latent')!r:.60}); every row "
                             f"needs \"latent\": \"path/to/file.latent\".")
-    for key in ("prompt", "text_embeds", "latent_format"):
+    for key in ("prompt", "text_embeds", "latent_format", "noise_frame"):
         if fields.get(key) is not None and not isinstance(fields[key], str):
             raise PiDInputError(f"\"{key}\" must be a string; got {fields[key]!r:.60}.")
     if fields.get("prompt") is not None and fields.get("text_embeds") is not None:
@@ -106,7 +108,8 @@ def _item(row: int, fields: dict, base: Path, defaults: dict) -> Item:
     return Item(row=row, name=check_output_name(fields.get("output", Path(fields["latent"]).stem)),
                 latent=latent, prompt=None if embeds is not None else vals.get("prompt"),
                 text_embeds=None if embeds is None else base / embeds, sigma=vals.get("sigma", 0.0),
-                latent_format=vals.get("latent_format"), seed=vals.get("seed", 0),
+                latent_format=vals.get("latent_format"), noise_frame=vals.get("noise_frame"),
+                seed=vals.get("seed", 0),
                 steps=vals.get("steps", 4), size=parse_size(vals.get("size")))
 
 
@@ -200,7 +203,8 @@ def item_key(item: Item, settings: dict) -> str:
     text = (["embeds", file_digest(existing_embeds(item))] if item.text_embeds is not None
             else ["prompt", item.prompt])
     facts = {"latent": file_digest(item.latent), "text": text, "sigma": item.sigma,
-             "latent_format": item.latent_format, "seed": item.seed, "steps": item.steps,
+             "latent_format": item.latent_format, "noise_frame": item.noise_frame, "seed": item.seed,
+             "steps": item.steps,
              "size": item.size, "settings": settings}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 

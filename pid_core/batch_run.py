@@ -150,7 +150,7 @@ def run_batch(decoder, items: list[Item], out_dir, *, world: World | None = None
     each item's key. ``write_image(path, image [3, H, W] in [0, 1])`` writes one output
     (default: ``cli.write_png``).
     """
-    from .cli import read_latent, write_png
+    from .cli import file_noise_frame, read_latent, write_png
     world = world or World()
     text = text or TextFeatures()
     write_image = write_image or write_png
@@ -177,6 +177,8 @@ def run_batch(decoder, items: list[Item], out_dir, *, world: World | None = None
                     start = time.monotonic()
                     img = decoder.decode(latent, item.sigma, text.get(item), seed=item.seed, steps=item.steps,
                                          latent_format=item.latent_format, output_size=item.size, tile=tile,
+                                         noise_frame=file_noise_frame(item.latent, decoder, item.latent_format,
+                                                                      item.noise_frame),
                                          tile_overlap=tile_overlap)
                     remove_stale_temporaries(out, [*names, item.name + RECORD_SUFFIX])
                     for b, name in enumerate(names):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import PiDError, PiDInputError
+from .latents import FRAMES, choose_format
 
 COMFY_LATENT_MARKER = "latent_format_version_0"
 LEGACY_LATENT_SCALE = 1.0 / 0.18215   # ComfyUI LoadLatent applies this to files without the marker
@@ -46,6 +47,16 @@ def read_latent(path: str) -> torch.Tensor:
         return next(iter(tensors.values())).float()
     raise PiDInputError(f"'{p.name}' holds {sorted(data)}; expected one 4-D/5-D latent tensor "
                         f"(or a ComfyUI .latent with 'latent_tensor').")
+
+
+def file_noise_frame(path, decoder, latent_format=None, frame: str | None = None) -> str:
+    """The noise frame of a latent read from ``path`` (``frame`` if given): a ComfyUI ``.latent``
+    holds what ComfyUI's sampler returned (the format's ``comfy_frame``, e.g. x_t / (1 - s) for a
+    flow model); other files upstream's convention (the format's ``frame``)."""
+    if frame is not None:
+        return frame
+    fmt = choose_format(latent_format, decoder.info.latent_formats, decoder.info.describe())
+    return fmt.comfy_frame if str(path).lower().endswith(".latent") else fmt.frame
 
 
 def read_text_embeds(path: str) -> torch.Tensor:
@@ -126,6 +137,7 @@ def _decode(args) -> int:
         parallel = TileParallel(world)
     img = dec.decode(latent, args.sigma, text, seed=args.seed, steps=args.steps,
                      latent_format=args.latent_format, output_size=size, tile=tile,
+                     noise_frame=file_noise_frame(args.latent, dec, args.latent_format, args.noise_frame),
                      tile_overlap=args.tile_overlap, plan=plan, parallel=parallel,
                      callback=lambda i, n: logging.getLogger("pid_core").info("step %d/%d", i, n))
     if world is not None:
@@ -147,7 +159,7 @@ def _decode_batch(args) -> int:
     from .distributed import close, gather_to_rank0, init_from_env
     world = init_from_env(args.device)
     defaults = {"sigma": args.sigma, "seed": args.seed, "steps": args.steps, "size": args.size,
-                "latent_format": args.latent_format, "prompt": args.prompt,
+                "latent_format": args.latent_format, "noise_frame": args.noise_frame, "prompt": args.prompt,
                 "text_embeds": str(Path(args.text_embeds).resolve()) if args.text_embeds else None}
     items = read_manifest(args.manifest, defaults) if args.manifest else scan_folder(args.input, defaults)
     dec = load_decoder(args.checkpoint, device=world.device, dtype=args.dtype)   # once
@@ -203,6 +215,10 @@ def _add_common(p) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cuda (under torchrun: cuda:LOCAL_RANK) or cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--noise-frame", choices=list(FRAMES), default=None,
+                   help="how a noisy latent is parameterised: flow ((1-s) x0 + s eps, diffusers), "
+                        "comfy_flow (x_t/(1-s), ComfyUI's flow samplers) or ve (x0 + s eps, SDXL). "
+                        "Default: ComfyUI's convention for .latent files, else flow (ve for SDXL)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,8 +129,9 @@ class PiDDecoder:
         ``tile_overlap`` and ``memory_budget_bytes``; default: whole image, retried in tiles if
         it runs out of memory). ``callback(step, total)`` runs after every network call
         (``total = plan.progress_total(steps)``) and may raise to interrupt. ``noise_device``:
-        "cpu" (the same image on every device) or "device". ``noise_frame``: "flow" or "ve", the
-        sampling frame of the LDM that made a noisy latent (default: the format's). The result
+        "cpu" (the same image on every device) or "device". ``noise_frame``: how a noisy latent is
+        parameterised -- "flow", "comfy_flow" (a ComfyUI sampler's x_t / (1 - s)) or "ve"
+        (``latents.LatentFormat.to_pid_frame``; default: the format's ``frame``). The result
         is on the compute device, or on the CPU when a tiled canvas did not fit the budget.
         ``parallel``: a ``distributed.TileParallel`` spreading a tiled plan's tiles over the
         processes of a torch.distributed group (every process gets the same image; make the

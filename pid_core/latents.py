@@ -8,9 +8,20 @@ object of that family reports itself, names and aliases, and ``process_in`` (exa
 ``latent_formats.<X>.process_in``). Detection, the release registry and the nodes derive from
 :data:`LATENT_FORMATS`.
 
-The noise frame of a partially denoised latent (flow ``(1-s) x0 + s eps`` or VE ``x0 + s eps``)
-belongs to the LDM's sampling type, not to the VAE: AuraFlow samples SDXL-VAE latents in the
-flow frame. ``frame`` is the format's default; callers that know the sampling type pass it.
+A partially denoised latent comes in a *noise frame* that belongs to the sampler that made it,
+not to the VAE (AuraFlow samples SDXL-VAE latents as a flow model):
+
+* ``flow``: ``(1 - s) x0 + s eps`` -- upstream's ``x_t`` of a flow LDM (diffusers' schedulers);
+* ``comfy_flow``: ``x_t / (1 - s)`` -- what ComfyUI's samplers return for a flow (CONST) model
+  stopped at ``s`` (``comfy/model_sampling.py`` ``CONST.inverse_noise_scaling``, applied by
+  ``comfy/samplers.py`` to every sampler's output); a later sampler multiplies it back;
+* ``ve``: ``x0 + s eps`` -- EPS / v-prediction samplers (SDXL), and ComfyUI's COSMOS_RFLOW.
+
+PiD's gates were trained in one frame per backbone (``pid_frame``): flow for the flow LDMs, VP
+``sqrt(1 - s^2) x0 + s eps`` for SDXL (nv-tlabs/PiD @2c8814c ``pid/_src/inference/from_ldm.py``).
+``to_pid_frame`` rescales any of the above to it, exactly (a Gaussian-noised latent in one frame is
+a scaled latent of another, at a mapped sigma). ``frame`` is the format's default input for the
+API and the CLI (upstream's convention), ``comfy_frame`` the default for a ComfyUI LATENT.
 """
 
 from __future__ import annotations
@@ -24,9 +35,11 @@ from torch import Tensor
 
 from .errors import LatentMismatchError, PiDInputError
 
-FLOW = "flow"  # x_t = (1 - s) x0 + s eps; sigma already in [0, 1]
-VE = "ve"      # x = x0 + s eps (EPS / v-prediction models); PiD wants the VP frame
-FRAMES = (FLOW, VE)
+FLOW = "flow"               # (1 - s) x0 + s eps; s in [0, 1]
+COMFY_FLOW = "comfy_flow"   # x_t / (1 - s): ComfyUI's stored latent of a flow model; s in [0, 1)
+VE = "ve"                   # x0 + s eps (EPS / v-prediction samplers); s >= 0
+FRAMES = (FLOW, COMFY_FLOW, VE)
+VP = "vp"                   # sqrt(1 - s^2) x0 + s eps: PiD's training frame for SDXL
 
 # Qwen-Image (Wan2.1-style VAE) per-channel statistics: ComfyUI comfy/latent_formats.py Wan21
 # latents_mean / latents_std (= the Qwen-Image VAE config's latents_mean / latents_std).
@@ -51,7 +64,9 @@ class LatentFormat:
     name: str
     channels: Optional[int]
     vae_factor: Optional[int]
-    frame: str = FLOW                 # default noise frame (the usual LDM of this VAE)
+    frame: str = FLOW                 # default input frame (upstream's convention for this family)
+    pid_frame: str = FLOW             # the frame PiD was trained with for this family (flow or vp)
+    comfy_frame: str = COMFY_FLOW     # default input frame of a ComfyUI LATENT of this family
     scale: float = 1.0
     shift: tuple = (0.0,)
     std: tuple = (1.0,)
@@ -74,30 +89,36 @@ class LatentFormat:
         return (z - _per_channel(self.shift, z)) * self.scale / _per_channel(self.std, z)
 
     def to_pid_frame(self, latent: Tensor, sigma, frame: str | None = None) -> tuple[Tensor, Tensor]:
-        """Map a model-space latent and its noise level to PiD's frame; float32 tensors.
+        """Map a model-space latent in noise ``frame`` (default: the format's) at noise level
+        ``sigma`` to PiD's training frame; float32 tensors, the sigma as ``[B]``.
 
-        ``frame`` (default: the format's) is the sampling frame of the LDM that made the latent.
-        Flow latents pass unchanged; a VE latent becomes the VP frame PiD was trained with:
-        ``x / sqrt(s^2 + 1)`` and ``s / sqrt(s^2 + 1)`` (nv-tlabs/PiD @2c8814c
-        ``pid/_src/inference/from_ldm.py``, SDXL). ``sigma``: a number or ``[B]``/``[1]``.
+        ``sigma``: a number or ``[B]``/``[1]``. A flow latent for a flow PiD passes unchanged.
         """
         frame = self.frame if frame is None else frame
         if frame not in FRAMES:
-            raise PiDInputError(f"noise frame {frame!r} is unknown; expected 'flow' or 've'.")
+            raise PiDInputError(f"noise frame {frame!r} is unknown; expected 'flow', 'comfy_flow' or 've'.")
         if not isinstance(latent, Tensor) or latent.dim() != 4:
             shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
             raise PiDInputError(f"to_pid_frame expects a 4-D latent [B,C,h,w]; got {shape}.")
         latent = latent.to(torch.float32)
         s = _sigma_vector(sigma, latent.shape[0], latent.device)
-        if frame == VE:
-            denom = torch.sqrt(s * s + 1.0)
-            return latent / denom.view(-1, 1, 1, 1), s / denom
-        if bool((s > 1.0).any()):
+        if frame != VE and bool((s > 1.0).any() if frame == FLOW else (s >= 1.0).any()):
             raise PiDInputError(
                 f"sigma {s.tolist()} is above 1 for the flow-matching format '{self.name}'; "
-                "flow sigmas lie in [0, 1]. Pass the sigma of the step where the LDM stopped "
-                "(0 for a finished latent), or pick the 'sdxl' format for VE (EPS) sigmas.")
-        return latent, s
+                "flow sigmas lie in [0, 1] (below 1 for a ComfyUI LATENT, which is stored as "
+                "x_t / (1 - sigma)). Pass the sigma of the step where the LDM stopped (0 for a "
+                "finished latent), or pick the 'sdxl' format for VE (EPS) sigmas.")
+        if frame == COMFY_FLOW:
+            latent, frame = latent * (1.0 - s).view(-1, 1, 1, 1), FLOW
+        if frame == FLOW and self.pid_frame == FLOW:
+            return latent, s
+        if frame == FLOW:   # flow -> VP: signal 1 - s, noise s, rescaled to unit norm
+            denom = torch.sqrt((1.0 - s) * (1.0 - s) + s * s)
+        elif self.pid_frame == VP:   # VE -> VP (diffusers' scale_model_input)
+            denom = torch.sqrt(s * s + 1.0)
+        else:   # VE -> flow: signal 1, noise s
+            denom = 1.0 + s
+        return latent / denom.view(-1, 1, 1, 1), s / denom
 
     def check_channels(self, z: Tensor) -> None:
         """Raise LatentMismatchError when ``z`` (4-D) has the wrong channel count."""
@@ -121,8 +142,8 @@ LATENT_FORMATS: dict[str, LatentFormat] = {f.name: f for f in (
     LatentFormat("sd3", 16, 8, FLOW, scale=1.5305, shift=(0.0609,), label="SD3",
                  description="SD3 / SD3.5 VAE", comfy_classes=("SD3",), aliases=("sd35",),
                  vae_channels=(16,)),
-    # [SDXL] scale_factor 0.13025, no shift; SDXL is an EPS model (VE frame)
-    LatentFormat("sdxl", 4, 8, VE, scale=0.13025, label="SDXL", description="SDXL VAE",
+    # [SDXL] scale_factor 0.13025, no shift; SDXL is an EPS model (VE frame); PiD trained in VP
+    LatentFormat("sdxl", 4, 8, VE, VP, VE, scale=0.13025, label="SDXL", description="SDXL VAE",
                  comfy_classes=("SDXL",), vae_channels=(4,)),
     # [Wan21] (latent - latents_mean) * 1.0 / latents_std (Qwen-Image VAE, single frame)
     LatentFormat("qwenimage", 16, 8, FLOW, shift=_QWEN_MEAN, std=_QWEN_STD, label="Qwen-Image",
@@ -133,7 +154,7 @@ LATENT_FORMATS: dict[str, LatentFormat] = {f.name: f for f in (
     LatentFormat("flux2", 128, 16, FLOW, label="FLUX.2", description="FLUX.2 / FLUX.2-klein VAE",
                  comfy_classes=("Flux2",), aliases=("klein",), vae_channels=(128, 32)),
     # identity for callers that already hold PiD model-space latents (any channel count)
-    LatentFormat("normalized", None, None, FLOW, description="already in PiD model space"),
+    LatentFormat("normalized", None, None, FLOW, comfy_frame=FLOW, description="already in PiD model space"),
 )}
 ALIASES: dict[str, str] = {a: f.name for f in LATENT_FORMATS.values() for a in f.aliases}
 # The formats a ComfyUI graph can produce (everything but "normalized").

@@ -262,7 +262,7 @@ DECODE_CASES = [
                                                            latent_format="sd3"),
          "LatentMismatchError", (r"'sd3'", r"flux/qwenimage", r"v1\.5")),
     Case("noise_frame_unknown", lambda e: flux(e, lat(1, 16, 1, 1), noise_frame="vp"),
-         "PiDInputError", (r"noise frame 'vp' is unknown", r"'flow' or 've'")),
+         "PiDInputError", (r"noise frame 'vp' is unknown", r"'flow', 'comfy_flow' or 've'")),
     Case("plan_for_another_latent", lambda e: flux(e, lat(2, 16, 1, 1), plan=e.d.v1.plan((1, 16, 1, 1))),
          "PiDInputError", (r"plan is for batch 1 at 32x32", r"batch 2 at 32x32", r"plan\(\)")),
     Case("format_not_a_name", lambda e: flux(e, lat(1, 16, 1, 1), latent_format=16), "PiDInputError",

@@ -121,6 +121,42 @@ def test_flow_formats_keep_latent_and_sigma(name):
     assert torch.equal(s1, torch.tensor([0.25, 0.25]))
 
 
+def _noised(alpha, beta, b=3, c=16):
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.randn(b, c, 2, 2, generator=g), torch.randn(b, c, 2, 2, generator=g)
+    return x0, eps, alpha.view(-1, 1, 1, 1) * x0 + beta.view(-1, 1, 1, 1) * eps
+
+
+def test_comfyui_flow_latent_is_scaled_back_to_x_t():
+    """ComfyUI returns x_t / (1 - s) for a flow model (CONST.inverse_noise_scaling): PiD gets x_t."""
+    s = torch.tensor([0.0, 0.3449, 0.9])
+    x0, eps, x_t = _noised(1 - s, s)
+    stored = x_t / (1 - s).view(-1, 1, 1, 1)
+    out, t = get_latent_format("flux").to_pid_frame(stored, s, "comfy_flow")
+    torch.testing.assert_close(out, x_t, rtol=1e-6, atol=1e-6)
+    assert torch.equal(t, s) and torch.equal(out[0], stored[0])
+    with pytest.raises(PiDInputError, match="below 1 for a ComfyUI LATENT"):
+        get_latent_format("flux").to_pid_frame(stored, 1.0, "comfy_flow")
+
+
+@pytest.mark.parametrize("name,frame,alpha,beta", [
+    ("flux", "ve", lambda s: torch.ones_like(s), lambda s: s),               # COSMOS_RFLOW-style
+    ("sdxl", "flow", lambda s: 1 - s, lambda s: s),                          # AuraFlow on SDXL-VAE
+    ("sdxl", "comfy_flow", lambda s: torch.ones_like(s), lambda s: s / (1 - s)),
+])
+def test_every_frame_maps_to_the_checkpoints_training_frame(name, frame, alpha, beta):
+    """A Gaussian-noised latent in one frame is a scaled latent of another at a mapped sigma: the
+    result must be exactly PiD's frame (flow: (1-t) x0 + t eps; VP: sqrt(1-t^2) x0 + t eps)."""
+    s = torch.tensor([0.0, 0.3, 0.7])
+    fmt = get_latent_format(name)
+    x0, eps, x = _noised(alpha(s), beta(s), c=fmt.channels)
+    out, t = fmt.to_pid_frame(x, s, frame)
+    signal = (1 - t) if fmt.pid_frame == "flow" else torch.sqrt(1 - t * t)
+    want = signal.view(-1, 1, 1, 1) * x0 + t.view(-1, 1, 1, 1) * eps
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    assert float(t[0]) == 0.0 and (t[1:] > 0).all() and (t < 1).all()
+
+
 @pytest.mark.parametrize("name, sigma, match", [
     ("flux", 1.5, r"above 1 for the flow-matching format 'flux'"),
     ("sdxl", -0.1, r"finite and >= 0"),

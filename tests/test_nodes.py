@@ -232,8 +232,9 @@ def _sampling(type_name, base, sigma_max):
 
 
 def test_noise_frame_comes_from_the_models_sampling_type():
-    """AuraFlow samples SDXL-VAE latents in the flow frame: with its MODEL connected, a sigma of
-    0.5 is taken as a flow sigma; with SDXL's (EPS) it is a VE sigma and converted to VP."""
+    """ComfyUI returns a flow model's stopped latent as x_t / (1 - s) and an EPS model's as
+    x0 + s eps: with AuraFlow's MODEL (flow sampling, SDXL VAE) connected the SDXL latent is read
+    as "comfy_flow", with SDXL's as "ve" (also the default without a MODEL)."""
     model, _ = load("sdxl_2kto4k")
     latent = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3))
     auraflow = FakeModel("SDXL", _sampling("ModelSamplingDiscreteFlow", "CONST", 1.0))
@@ -241,11 +242,22 @@ def test_noise_frame_comes_from_the_models_sampling_type():
     dec = model.decoder
     text = pack_module("nodes.text_encode").encode_prompt(model.text_encoder, ["a red fox"])
     ref = {frame: dec.decode(latent, 0.5, text, latent_format="sdxl", noise_frame=frame, steps=4)
-           for frame in ("flow", "ve")}
-    assert not torch.equal(ref["flow"], ref["ve"])
-    assert torch.equal(decode(model, latent, 0.5, model=auraflow), ref["flow"].movedim(1, -1))
+           for frame in ("comfy_flow", "ve")}
+    assert not torch.equal(ref["comfy_flow"], ref["ve"])
+    assert torch.equal(decode(model, latent, 0.5, model=auraflow), ref["comfy_flow"].movedim(1, -1))
     assert torch.equal(decode(model, latent, 0.5, model=sdxl), ref["ve"].movedim(1, -1))
     assert torch.equal(decode(model, latent, 0.5), ref["ve"].movedim(1, -1))   # format default
+
+
+def test_a_flow_latent_from_comfyui_is_scaled_back_to_x_t():
+    """Without a MODEL, a 16-channel LATENT is taken as ComfyUI's flow convention (x_t / (1 - s))."""
+    model, _ = load()
+    dec = model.decoder
+    latent = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(4))
+    text = pack_module("nodes.text_encode").encode_prompt(model.text_encoder, ["a red fox"])
+    comfy = dec.decode(latent, 0.3449, text, latent_format="flux", noise_frame="comfy_flow")
+    assert torch.equal(decode(model, latent, 0.3449, latent_format="flux"), comfy.movedim(1, -1))
+    assert not torch.equal(comfy, dec.decode(latent, 0.3449, text, latent_format="flux", noise_frame="flow"))
 
 
 def test_latent_format_knowledge_is_derived_from_pid_core():

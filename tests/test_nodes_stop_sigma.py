@@ -110,12 +110,14 @@ def test_stop_sigma_matches_comfyui(sampling, sampler, scheduler, steps, end, ex
 
 
 def test_frames_flow_and_ve():
-    assert schedule.noise_frame(FluxSampling()) == "flow"
-    assert schedule.noise_frame(DiscreteFlowSampling()) == "flow"
+    """Flow (CONST) samplers return x_t / (1 - s) in ComfyUI: "comfy_flow"; EPS ones x0 + s eps."""
+    assert schedule.noise_frame(FluxSampling()) == "comfy_flow"
+    assert schedule.noise_frame(DiscreteFlowSampling()) == "comfy_flow"
     assert schedule.noise_frame(SDXLSampling()) == "ve"
     note = schedule.stop_sigma(SDXLSampling(), "normal", 30, 26).note()
-    assert "VE frame" in note and "s/sqrt(s^2+1)" in note
-    assert "flow-matching" in schedule.stop_sigma(FluxSampling(), "simple", 28, 24).note()
+    assert "VE frame" in note and "trained in" in note
+    note = schedule.stop_sigma(FluxSampling(), "simple", 28, 24).note()
+    assert "flow-matching" in note and "x_t/(1-s)" in note
 
 
 @pytest.mark.parametrize("end", [28, 29, 10000])
