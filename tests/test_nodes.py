@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from node_helpers import FakeModel, FakeVAE, TinyTextEncoder, load_pack, pack_module
+from node_helpers import ROOT, FakeModel, FakeVAE, TinyTextEncoder, load_pack, pack_module
 from safetensors.torch import save_file
 
 pack = load_pack()
@@ -283,3 +283,40 @@ def test_one_dtype_policy_for_nodes_and_api():
     assert loading.resolve_dtype("fp16", "cpu") == torch.float16
     _, info = load()
     assert "compute dtype: fp32" in info
+
+
+def _families():
+    import json
+    data = json.loads((ROOT / "tests/fixtures/comfy_model_families.json").read_text())
+    return data["families"]
+
+
+@pytest.mark.parametrize("family", sorted(_families()))
+def test_auto_format_and_frame_for_every_comfyui_family(family):
+    """Recorded from ComfyUI v0.33 (tools/record_families.py): each model family's latent format
+    and sampling classes. A family whose latent format PiD reads resolves to that format and to
+    the frame its sampler returns; any other family is refused with its format's name."""
+    rec = _families()[family]
+    latents = pack_module("pid_core.latents")
+    sampling = rec.get("model_sampling")
+    ms = None
+    if sampling:   # a stand-in named like the recorded class hierarchy (most-derived first)
+        base = type(sampling[-1], (), {})
+        for name in reversed(sampling[:-1]):
+            base = type(name, (base,), {})
+        ms = base()
+        ms.sigma_max = 1.0
+    model = FakeModel(rec["latent_format"], ms)
+    want = latents.format_for_comfy_class(rec["latent_format"])
+    info = load()[0].decoder.info if want is None or want.channels == 16 else None
+    if want is None:
+        with pytest.raises(errors.LatentMismatchError, match=rec["latent_format"]):
+            pack_module("nodes.resolve").latent_format("auto", info, model=model)
+        return
+    if info is None:
+        info = load("sdxl_2kto4k" if want.name == "sdxl" else "flux2_v1.5")[0].decoder.info
+    name, frame = pack_module("nodes.resolve").latent_format("auto", info, model=model)
+    assert name == want.name
+    if sampling:
+        flow = "CONST" in sampling
+        assert frame == ("comfy_flow" if flow else "ve"), (family, sampling)
