@@ -197,12 +197,15 @@ class _CountingProgress:
         self.total = total
         self.current = 0
         self.updates = 0
+        self.previews = []
 
     def update_absolute(self, value, total=None, preview=None):
         if total is not None:
             self.total = total
         self.current = min(value, self.total)
         self.updates += 1
+        if preview is not None:
+            self.previews.append(preview)
 
     def update(self, value):
         self.update_absolute(self.current + value)
@@ -222,12 +225,24 @@ def check_interrupted() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
-def step_callback(pbar) -> Callable[[int, int], None]:
-    """A ``callback(step, total)`` for pid_core: shows progress and honours interruption."""
-    def callback(step: int, total: int) -> None:
-        check_interrupted()
-        pbar.update_absolute(step, total)
-    return callback
+def preview_side() -> Optional[int]:
+    """Long side (px) of live previews, or None when they are off: outside ComfyUI, or preview
+    method "none" (comfy/cli_args.py ``--preview-method``, which latent_preview.py
+    ``set_preview_method`` also sets per prompt). Other methods show PiD's own x0 (pixels)."""
+    cli = _optional("comfy.cli_args")
+    if cli is None or _optional("PIL.Image") is None:
+        return None
+    method = getattr(cli.args, "preview_method", None)
+    if method is None or getattr(method, "value", method) == "none":
+        return None
+    return int(getattr(cli.args, "preview_size", 512))
+
+
+def preview_image(image: torch.Tensor):
+    """A ``[3, h, w]`` CPU picture in [0, 1] as the PIL image ComfyUI's progress previews carry."""
+    pil = _optional("PIL.Image")
+    array = image.mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return pil.fromarray(array)
 
 
 # ----------------------------------------------------------------------------- core objects

@@ -156,6 +156,29 @@ def test_decode_progress_and_interruption(monkeypatch):
     assert len(calls) == 2  # stopped after the second network call
 
 
+def test_decode_progress_messages_carry_previews(monkeypatch):
+    """As KSampler: update_absolute(step, total, ("JPEG", image, max_size)) on every network call,
+    none when the user's preview method is "none"."""
+    model, _ = load()
+    bars = []
+    real = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
+    monkeypatch.setattr(host, "preview_image", lambda im: im.clone())   # the PIL conversion
+    latent = torch.randn(1, 16, 4, 6)
+    monkeypatch.setattr(host, "preview_side", lambda: None)
+    decode(model, latent, latent_format="flux", steps=3)
+    assert bars[-1].updates == 3 and bars[-1].previews == []
+    monkeypatch.setattr(host, "preview_side", lambda: 64)
+    decode(model, latent, latent_format="flux", steps=3)
+    previews = bars[-1].previews
+    assert bars[-1].updates == len(previews) == 3
+    assert all(p[0] == "JPEG" and p[2] == 64 and tuple(p[1].shape) == (3, 43, 64) for p in previews)
+
+
+def test_preview_is_off_outside_comfyui():
+    assert host.preview_side() is None
+
+
 def test_decode_without_text_encoder_explains():
     model, _ = load(encoder=None)
     assert model.text_encoder is None
