@@ -314,3 +314,15 @@ def vae_encode(vae, pixels: torch.Tensor) -> torch.Tensor:
     if getattr(vae, "latent_dim", 2) != 3 or pixels.shape[0] == 1:
         return vae.encode(pixels)
     return torch.cat([vae.encode(pixels[i:i + 1]) for i in range(pixels.shape[0])], dim=0)
+
+
+def vae_decode(vae, latent: torch.Tensor) -> torch.Tensor:
+    """``vae.decode`` of a raw latent -> image batch ``[B, H, W, 3]`` in [0, 1] at the VAE's own size.
+
+    A video VAE's 5-D output ``[B, T, H, W, C]`` is folded into the batch, as nodes.py VAEDecode
+    does.
+    """
+    images = vae.decode(latent)
+    if images.dim() == 5:
+        images = images.reshape(-1, *images.shape[-3:])
+    return images[..., :3]

@@ -19,6 +19,9 @@ PATCH_PX = 16
 MAX_ASPECT_DISTORTION = 1.25
 # Largest side a tiled decode accepts (a sanity bound: 32768^2 x 3 fp32 is 12 GiB per buffer).
 MAX_TILED_SIDE = 32768
+# Largest output side the nodes offer: the largest size measured end to end (bench/bench_large.py,
+# 16384^2 = 268 MP with a canvas of 24 bytes per pixel in system RAM).
+MAX_NODE_SIDE = 16384
 
 
 def int_pair(size) -> tuple[int, int]:

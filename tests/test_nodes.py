@@ -186,6 +186,40 @@ def test_decode_without_text_encoder_explains():
         decode(model, torch.randn(1, 16, 4, 4), latent_format="flux")
 
 
+def test_decode_reports_colours_against_the_vae_and_anchors_on_request():
+    model, _ = load()
+    vae = FakeVAE(16)
+    latent = torch.randn(1, 16, 4, 6, generator=torch.Generator().manual_seed(4))
+    args = dict(prompt="a red fox", seed=0, steps=2, latent_format="flux", output_long_side=0)
+    node = Decode()
+    bare_image, bare_report = node.decode(model, {"samples": latent}, 0.0, **args)
+    assert bare_report.startswith("no colour check") and vae.encoded_shapes == []
+    raw, report = node.decode(model, {"samples": latent}, 0.0, vae=vae, **args)
+    assert torch.equal(raw, bare_image)                         # anchor_colors defaults to off
+    assert vae.decoded_shapes == [(1, 16, 4, 6)]               # decoded once, at the VAE's own size
+    assert "compared at 48x32" in report and "mean ΔE" in report and "shadows" in report
+    assert "verdict: colour drift:" in report                 # a random net does not match
+    fixed, fixed_report = node.decode(model, {"samples": latent}, 0.0, vae=vae, anchor_colors=True, **args)
+    assert fixed.shape == raw.shape == (1, 128, 192, 3) and not torch.equal(fixed, raw)
+    reference = torch.nn.functional.interpolate(vae.decode(latent).movedim(-1, 1), size=(128, 192))
+    err = lambda img: (img.movedim(-1, 1).mean(dim=(2, 3)) - reference.mean(dim=(2, 3))).abs().max()  # noqa: E731
+    assert err(fixed) < 0.25 * err(raw)                        # broad colours follow the VAE
+    assert fixed_report.splitlines()[:-1] == report.splitlines()[:-1] or "after anchor_colors" in fixed_report
+    after = float(fixed_report.split("after anchor_colors: mean ΔE ")[1].split(",")[0])
+    before = float(report.split("mean ΔE ")[1].split(",")[0])
+    assert after < before / 2
+    _, noisy = node.decode(model, {"samples": latent}, 0.5, vae=vae, **args)
+    assert "sigma 0.5 > 0, so the VAE decoded the noisy latent" in noisy
+
+
+def test_decode_colour_check_with_a_video_vae():
+    model, _ = load()
+    vae = FakeVAE(16, latent_dim=3)                             # Qwen-Image: 5-D decode output
+    image, report = Decode().decode(model, {"samples": torch.randn(1, 16, 1, 4, 4)}, 0.0, "x", 0, 1,
+                                    "qwenimage", 0, vae=vae, anchor_colors=True)
+    assert image.shape == (1, 128, 128, 3) and "compared at 32x32" in report
+
+
 def test_upscale_keeps_aspect_and_anchors_colors():
     model, _ = load()
     vae = FakeVAE(16)
