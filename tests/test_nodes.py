@@ -51,13 +51,14 @@ def decode(pid, latent, sigma=0.0, **kw):
 def test_mappings_ids_and_display_names():
     assert pack.NODE_DISPLAY_NAME_MAPPINGS == {
         "PiD_LoadModel": "PiD Load Model", "PiD_DecodeLatent": "PiD Decode Latent",
-        "PiD_StopSigma": "PiD Stop Sigma", "PiD_Upscale2Kto4K": "PiD Upscale 2K→4K"}
+        "PiD_StopSigma": "PiD Stop Sigma", "PiD_Upscale2Kto4K": "PiD Upscale 2K→4K",
+        "PiD_Size": "PiD Size"}
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     assert "PiDConditioning" not in pack.NODE_CLASS_MAPPINGS
 
 
 @pytest.mark.parametrize("node_id", ["PiD_LoadModel", "PiD_DecodeLatent", "PiD_StopSigma",
-                                     "PiD_Upscale2Kto4K"])
+                                     "PiD_Upscale2Kto4K", "PiD_Size"])
 def test_node_metadata_and_tooltips(node_id):
     cls = pack.NODE_CLASS_MAPPINGS[node_id]
     assert cls.CATEGORY == "PiD" and cls.DESCRIPTION and callable(getattr(cls(), cls.FUNCTION))
