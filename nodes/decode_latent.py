@@ -71,11 +71,16 @@ class PiDDecodeLatent(node_base.ImageNode):
                     "With a vae connected: replace the output's structure coarser than ~32 px "
                     "with the VAE decode's (PiD's detail is kept), fixing colour drift. Off = "
                     "raw PiD output (the report is made either way).")}),
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": MAX_NODE_SIDE, "step": 16, "tooltip": (
+                    "0 = automatic: whole image when it fits VRAM and the trained range, else "
+                    "the largest tiles that do. Otherwise decode in tiles of this side in px "
+                    "(multiple of 16, inside the checkpoint's trained range, e.g. 2048 to save "
+                    "VRAM); each step blends the tiles on one canvas.")}),
             },
         }
 
     def decode(self, pid_model, latent, sigma, prompt, seed, steps, latent_format="auto",
-               output_long_side=0, model=None, vae=None, anchor_colors=False):
+               output_long_side=0, model=None, vae=None, anchor_colors=False, tile_size=0):
         dec = pid_model.decoder
         samples = latent["samples"]
         fmt, frame = resolve_format(latent_format, dec.info, samples, model=model)
@@ -83,7 +88,7 @@ class PiDDecodeLatent(node_base.ImageNode):
         if output_long_side:
             size = fit_long_side(dec.output_size_for(samples.shape[-2:]), output_long_side)
         image = pipeline.decode(pid_model, samples, sigma, prompt, seed=seed, steps=steps,
-                                latent_format=fmt, noise_frame=frame, output_size=size)
+                                latent_format=fmt, noise_frame=frame, output_size=size, tile_size=tile_size)
         check = anchored = None
         if vae is not None:
             reference = host.vae_decode(vae, samples).movedim(-1, 1)

@@ -39,12 +39,16 @@ class StepReporter:
 
 
 def decode(pid_model, latent: torch.Tensor, sigma, prompt: str, *, seed: int, steps: int,
-           latent_format: str, noise_frame: Optional[str] = None, output_size=None) -> torch.Tensor:
-    """``[B, 3, H, W]`` in [0, 1] on the compute device (or the CPU for a canvas that did not fit)."""
+           latent_format: str, noise_frame: Optional[str] = None, output_size=None,
+           tile_size: int = 0) -> torch.Tensor:
+    """``[B, 3, H, W]`` in [0, 1] on the compute device (or the CPU for a canvas that did not fit).
+    ``tile_size``: 0 = whole image or tiles as size and memory demand; else tiles of that side."""
     dec = pid_model.decoder
+    tile = int(tile_size) if tile_size else "auto"
     text = encode_prompt(require_text_encoder(pid_model), [prompt])
-    device = host.load_for_inference(pid_model.patcher, dec.net, dec.memory_request(latent.shape, output_size))
-    plan = dec.plan(latent.shape, output_size)  # whole image, or tiles when memory/size demand it
+    device = host.load_for_inference(pid_model.patcher, dec.net,
+                                     dec.memory_request(latent.shape, output_size, tile))
+    plan = dec.plan(latent.shape, output_size, tile=tile)  # whole, or tiles when memory/size demand it
     report = StepReporter(host.progress_bar(plan.progress_total(steps)), host.preview_side())
     return dec.decode(latent.to(device), sigma, text.to(device), seed=seed, steps=steps,
                       latent_format=latent_format, noise_frame=noise_frame, output_size=output_size,

@@ -112,11 +112,12 @@ class PiDDecoder:
         return memory.plan_decode(cfg, h, w, batch, self.dtype, budget,
                                   max_tile=env.max_side if env else None, overlap=overlap)
 
-    def memory_request(self, latent_shape, output_size=None) -> int:
+    def memory_request(self, latent_shape, output_size=None, tile="auto") -> int:
         """Working memory (bytes, weights excluded) to ask a host's memory manager for before
         the net is on its device: that of the best plan when memory is no object (whole image
-        inside the envelope, else envelope-sized tiles). Plan after loading, from the real budget."""
-        return self.plan(latent_shape, output_size, memory_budget_bytes=1 << 62).estimate.activations
+        inside the envelope, else envelope-sized tiles; or the ``tile`` asked for). Plan after
+        loading, from the real budget."""
+        return self.plan(latent_shape, output_size, memory_budget_bytes=1 << 62, tile=tile).estimate.activations
 
     @torch.inference_mode()
     def decode(self, latent: torch.Tensor, sigma, text: torch.Tensor, *, seed: int = 0, steps: int = 4,

@@ -284,6 +284,17 @@ def test_decode_beyond_trained_envelope_is_tiled_not_refused(monkeypatch):
     assert bars[-1].total > 2 and bars[-1].total % 2 == 0 and bars[-1].current == bars[-1].total
 
 
+def test_decode_tile_size_forces_tiles(monkeypatch):
+    model, _ = load()
+    bars = []
+    real = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
+    out = decode(model, torch.randn(1, 16, 4, 4), latent_format="flux", steps=2, tile_size=64)
+    assert out.shape == (1, 128, 128, 3) and bars[-1].total == 9 * 2 == bars[-1].current
+    with pytest.raises(errors.PiDInputError, match="tile 72x72 is invalid"):
+        decode(model, torch.randn(1, 16, 4, 4), latent_format="flux", steps=1, tile_size=72)
+
+
 def _sampling(type_name, base, sigma_max):
     """An object whose class hierarchy is named like ComfyUI's model_sampling classes."""
     return type(type_name, (type(base, (), {}),), {"sigma_max": sigma_max})()
