@@ -239,10 +239,8 @@ def preview_side() -> Optional[int]:
 
 
 def preview_image(image: torch.Tensor):
-    """A ``[3, h, w]`` CPU picture in [0, 1] as the PIL image ComfyUI's progress previews carry."""
-    pil = _optional("PIL.Image")
-    array = image.mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    return pil.fromarray(array)
+    """A ``[h, w, 3]`` uint8 CPU picture as the PIL image ComfyUI's progress previews carry."""
+    return _optional("PIL.Image").fromarray(image.numpy().copy())  # the canvas changes on
 
 
 # ----------------------------------------------------------------------------- core objects

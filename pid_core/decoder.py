@@ -30,7 +30,7 @@ from .latents import check_latent, choose_format
 from .loading import load_net
 from .memory import DecodePlan
 from .model import PiDNet
-from .preview import DEFAULT_PREVIEW_SIDE
+from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET
 from .sampler import NoiseSource, check_noise_device, make_generator, rows_of, sample, t_schedule, velocity_to_x0
 from .sizing import check_output_size, check_tiled_output_size, int_pair
 from .text import check_text_features
@@ -125,7 +125,8 @@ class PiDDecoder:
                tile=None, tile_overlap: int | None = None, memory_budget_bytes: int | None = None,
                noise_device: str = "cpu", noise_frame: str | None = None,
                plan: DecodePlan | None = None, preview: Callable[[torch.Tensor], None] | None = None,
-               preview_side: int = DEFAULT_PREVIEW_SIDE, out_dtype=torch.float32) -> torch.Tensor:
+               preview_side: int = DEFAULT_PREVIEW_SIDE, preview_budget: float | None = PREVIEW_BUDGET,
+               out_dtype=torch.float32) -> torch.Tensor:
         """Decode a raw LATENT at noise level ``sigma`` to ``[B, 3, H, W]`` float32 in [0, 1].
 
         ``plan``: a plan from ``plan(...)`` for this latent (else one is made from ``tile``,
@@ -135,9 +136,10 @@ class PiDDecoder:
         "cpu" (the same image on every device) or "device". ``noise_frame``: "flow" or "ve", the
         sampling frame of the LDM that made a noisy latent (default: the format's). The result
         is on the compute device, or on the CPU when a tiled canvas did not fit the budget.
-        ``preview(image)``: a live preview after every network call (``sampler.sample``; long
-        side ``preview_side`` px). ``out_dtype``: float32 (default), float16 or uint8 (0..255);
-        the result is converted in place or in row slices, never with a full-size fp32 copy.
+        ``preview(image)``: a live preview after network calls (``sampler.sample``; long side
+        ``preview_side`` px, at most ``preview_budget`` of the time; None: after every call).
+        ``out_dtype``: float32 (default), float16 or uint8 (0..255); the result is converted in
+        place or in row slices, never with a full-size fp32 copy.
         """
         info = self.info
         z = check_latent(latent, info.latent_channels, info.describe())
@@ -165,7 +167,8 @@ class PiDDecoder:
         log.debug("PiD decode plan: %s (%s)", plan.describe(), plan.reason)
         out_dtype = check_out_dtype(out_dtype)
         self._check_host_memory(plan)
-        show = {} if preview is None else {"preview": preview, "preview_side": preview_side}
+        show = {} if preview is None else {"preview": preview, "preview_side": preview_side,
+                                           "preview_budget": preview_budget}
         while True:
             try:
                 out = self._run(plan, z, sig, y.to(dev), seed, steps, noise_device, callback, show)

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from .errors import PiDInputError
-from .preview import DEFAULT_PREVIEW_SIDE, PreviewCanvas
+from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET, PreviewCanvas
 
 T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)   # student schedule of the 4-step distilled nets
 MAX_STEPS = len(T_LIST) - 1
@@ -174,7 +174,8 @@ class NoiseSource:
 def sample(x0_fn: Callable[..., torch.Tensor], noise, steps: int = 4,
            callback: Callable[[int, int], None] | None = None, calls_per_step: int = 1,
            preview: Callable[[torch.Tensor], None] | None = None,
-           preview_side: int = DEFAULT_PREVIEW_SIDE) -> torch.Tensor:
+           preview_side: int = DEFAULT_PREVIEW_SIDE,
+           preview_budget: float | None = PREVIEW_BUDGET) -> torch.Tensor:
     """The distilled loop. Returns x0 clamped to [-1, 1] (fp32, where ``noise`` delivers).
 
     ``x0_fn(x, t, tick)`` returns the clean-image estimate of the state ``x`` at time ``t`` and
@@ -184,8 +185,9 @@ def sample(x0_fn: Callable[..., torch.Tensor], noise, steps: int = 4,
     noise, eps1, ...); a source with ``next_into(buf)`` gets the dead state to draw into.
     ``callback(done, total)`` runs on every tick (``total = steps x calls_per_step``) and may
     raise to abort. ``preview(image)``, when given, runs on every tick just before the callback
-    with a ``[3, h, w]`` CPU picture in [0, 1] of the image so far (first of the batch, long
-    side at most ``preview_side`` px; see ``preview.PreviewCanvas``).
+    with a ``[h, w, 3]`` uint8 CPU picture of the image so far (first of the batch, long side at
+    most ``preview_side`` px), as often as ``preview_budget`` allows (``preview.PreviewCanvas``;
+    None: on every tick).
     """
     ts = t_schedule(steps)
     n_steps = len(ts) - 1
@@ -202,7 +204,7 @@ def sample(x0_fn: Callable[..., torch.Tensor], noise, steps: int = 4,
 
     x = noise.next().float()
     if preview is not None:
-        canvas = PreviewCanvas(x.shape[-2:], preview_side, preview)
+        canvas = PreviewCanvas(x.shape[-2:], preview_side, preview, preview_budget)
     draw_into = getattr(noise, "next_into", None)
     for i in range(n_steps):
         t_cur, t_next = ts[i], ts[i + 1]

@@ -158,8 +158,8 @@ def test_decode_progress_and_interruption(monkeypatch):
 
 
 def test_decode_progress_messages_carry_previews(monkeypatch):
-    """As KSampler: update_absolute(step, total, ("JPEG", image, max_size)) on every network call,
-    none when the user's preview method is "none"."""
+    """As KSampler: update_absolute(step, total, ("JPEG", image, max_size)) after network calls
+    (the first always, then as the 1 % budget allows), none when the preview method is "none"."""
     model, _ = load()
     bars = []
     real = host.progress_bar
@@ -172,8 +172,8 @@ def test_decode_progress_messages_carry_previews(monkeypatch):
     monkeypatch.setattr(host, "preview_side", lambda: 64)
     decode(model, latent, latent_format="flux", steps=3)
     previews = bars[-1].previews
-    assert bars[-1].updates == len(previews) == 3
-    assert all(p[0] == "JPEG" and p[2] == 64 and tuple(p[1].shape) == (3, 43, 64) for p in previews)
+    assert bars[-1].updates == 3 and 1 <= len(previews) <= 3     # rationed to 1 % of the time
+    assert all(p[0] == "JPEG" and p[2] == 64 and tuple(p[1].shape) == (43, 64, 3) for p in previews)
 
 
 def test_preview_is_off_outside_comfyui():
