@@ -15,7 +15,9 @@ class PiDDecodeLatent(node_base.ImageNode):
     DESCRIPTION = (
         "Decodes an LDM latent straight to pixels at 4x its VAE resolution with PiD (replaces VAE "
         "Decode + upscaler). The latent may be finished (sigma 0) or stopped early by "
-        "KSamplerAdvanced with leftover noise (wire PiD Stop Sigma into sigma). 4 network steps.")
+        "KSamplerAdvanced with leftover noise (wire PiD Stop Sigma into sigma). 4 network steps, "
+        "shown as live previews. With the LDM's VAE connected, color_report says how far PiD's "
+        "colours are from the VAE decode, and anchor_colors can pin them to it.")
     FUNCTION = "decode"
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("image", "color_report")
