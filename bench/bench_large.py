@@ -4,7 +4,8 @@ A micro random-weight PiD (FLUX v1.5 layout, ``pid_core.random_weights``) decode
 of 4096^2 .. 16384^2 in tiles of ``--tile`` px, each size in a fresh subprocess, so the peak
 resident set (``VmHWM``, reset after loading with ``/proc/self/clear_refs``) is that decode's
 own. With a network this small the figures show what the tiling machinery itself costs: host
-memory per output pixel (the canvas) and time per megapixel (which must stay flat: linear cost).
+memory per output pixel (the canvas) and time per megapixel (which must stay flat: linear cost;
+on a shared machine compare the CPU seconds, which other processes do not inflate).
 The network's own share grows with a real checkpoint; its host-side extra (the per-tile adapter
 features) is printed from ``pid_core.memory.host_bytes`` for the released v1 / v1.5 nets.
 
@@ -56,13 +57,13 @@ def one(side: int, steps: int, tile: int, threads: int) -> dict:
     except OSError:
         pass
     base = _status("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = dec.decode(z, 0.0, y, latent_format="flux", steps=steps, plan=plan)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = _status("VmHWM")
     tiles_px = sum(t.h * t.w for t in plan.tiles)
     return {"side": side, "mp": side * side / 1e6, "tiles": plan.n_tiles, "processed_mp": tiles_px / 1e6,
-            "seconds": seconds, "base_rss": base, "peak_rss": peak,
+            "seconds": seconds, "cpu_seconds": cpu, "base_rss": base, "peak_rss": peak,
             "predicted": memory.host_bytes(dec.net.cfg, plan, dec.dtype), "shape": list(out.shape)}
 
 
@@ -97,14 +98,15 @@ def main(argv=None) -> int:
         print(f"{side}^2 done in {r['seconds']:.0f} s, peak RSS {r['peak_rss'] / GiB:.2f} GiB", flush=True)
     print(f"\nmicro PiD net (FLUX v1.5 layout), CPU, {a.threads} threads, {a.steps} steps, tiles of {a.tile} px"
           f" (overlap {memory.default_overlap(a.tile, a.tile)} px)\n")
-    print("| output | MP | tiles | s | s / MP | s / processed MP | peak RSS | RSS above start | "
-          "B / px above start | canvas predicted | v1.5 net canvas | v1 net canvas |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| output | MP | tiles | s | s / MP | s / processed MP | CPU s / processed MP | peak RSS | "
+          "RSS above start | B / px above start | canvas predicted | v1.5 net canvas | v1 net canvas |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         side, mp = r["side"], r["mp"]
         above = r["peak_rss"] - r["base_rss"]
         print(f"| {side}² | {mp:.0f} | {r['tiles']} | {r['seconds']:.0f} | {r['seconds'] / mp:.2f} | "
-              f"{r['seconds'] / r['processed_mp']:.2f} | {r['peak_rss'] / GiB:.2f} GiB | "
+              f"{r['seconds'] / r['processed_mp']:.2f} | {r['cpu_seconds'] / r['processed_mp']:.2f} | "
+              f"{r['peak_rss'] / GiB:.2f} GiB | "
               f"{above / GiB:.2f} GiB | {above / (mp * 1e6):.1f} | {r['predicted'] / GiB:.2f} GiB | "
               f"{predicted(side, a.tile, 'flux_v1.5') / GiB:.2f} GiB | "
               f"{predicted(side, a.tile, 'flux_2k') / GiB:.2f} GiB |")
