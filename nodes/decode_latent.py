@@ -55,8 +55,8 @@ class PiDDecodeLatent(node_base.ImageNode):
                     "0 = native size (latent x 32, or x 64 for FLUX.2; e.g. 128x128 -> 4096). "
                     "Otherwise the output's long side in px (multiple of 16, aspect kept). Inside "
                     "the checkpoint's range (2k: 1536..2688, 2kto4k: 1536..4096) it decodes whole; "
-                    "larger outputs are tiled, the canvas in system RAM (24 bytes per output "
-                    "pixel: 16384 x 16384 needs about 6.5 GB). PiD Size lists the trained sizes.")}),
+                    "larger outputs are tiled, the canvas in system RAM (about 35 bytes per output "
+                    "pixel: 16384 x 16384 needs about 9 GB). PiD Size lists the trained sizes.")}),
             },
             "optional": {
                 "model": ("MODEL", {"tooltip": (

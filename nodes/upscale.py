@@ -42,8 +42,8 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
                                       "tooltip": (
                     "Output long side in px (aspect kept, both sides snapped to multiples of 64). "
                     "2kto4k/v1.5 checkpoints are trained for 2048..4096; larger outputs are "
-                    "decoded in tiles, with the canvas in system RAM (24 bytes per output pixel: "
-                    "16384 x 16384 needs about 6.5 GB).")}),
+                    "decoded in tiles, with the canvas in system RAM (about 35 bytes per output "
+                    "pixel: 16384 x 16384 needs about 9 GB).")}),
                 "anchor_colors": ("BOOLEAN", {"default": True, "tooltip": (
                     "Keep colours and broad tones of the source: replace the output's structure "
                     "coarser than ~32 output px with the source's. Off = raw PiD output.")}),
