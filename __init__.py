@@ -4,12 +4,13 @@ The ``pid`` model folder is registered before the node modules are imported, so 
 lists already see it. Node ids are prefixed ``PiD_`` and never change once released.
 """
 
-from .nodes import host as _host
+from .nodes import model_folders as _folders
 
-_host.register_model_folder()
+_folders.register_model_folder()
 
 from .nodes.decode_latent import PiDDecodeLatent  # noqa: E402
 from .nodes.load_model import PiDLoadModel  # noqa: E402
+from .nodes.size import PiDSize  # noqa: E402
 from .nodes.stop_sigma import PiDStopSigma  # noqa: E402
 from .nodes.upscale import PiDUpscale2Kto4K  # noqa: E402
 
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "PiD_DecodeLatent": PiDDecodeLatent,
     "PiD_StopSigma": PiDStopSigma,
     "PiD_Upscale2Kto4K": PiDUpscale2Kto4K,
+    "PiD_Size": PiDSize,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -25,6 +27,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PiD_DecodeLatent": "PiD Decode Latent",
     "PiD_StopSigma": "PiD Stop Sigma",
     "PiD_Upscale2Kto4K": "PiD Upscale 2K→4K",
+    "PiD_Size": "PiD Size",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

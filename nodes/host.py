@@ -1,15 +1,13 @@
 """The one adapter between the PiD nodes and ComfyUI's services.
 
-Everything the nodes need from ComfyUI goes through here: model folders (``folder_paths``),
-devices and memory (``comfy.model_management``), the ``ModelPatcher`` wrapper that lets
+Everything the nodes need from ComfyUI goes through here (model folders: its sibling
+``model_folders``): devices and memory (``comfy.model_management``), the ``ModelPatcher`` wrapper that lets
 ComfyUI's memory manager load, offload and evict the PiD network like any other model,
 ``ProgressBar`` and interruption, and a few read-only looks at core objects (a MODEL's
 latent format and sampling object, a VAE's latent shape).
 
 ComfyUI is imported lazily and only when present, so the nodes also import and run in plain
-PyTorch (tests, scripts): then the device is the CPU, progress is counted but not shown,
-and the models root comes from ``$COMFYUI_PID_MODELS_DIR`` (or ``./models``), laid out like
-ComfyUI's (``pid/``, ``text_encoders/``).
+PyTorch (tests, scripts): then the device is the CPU and progress is counted but not shown.
 Nothing here patches ComfyUI or edits ``sys.path``.
 """
 
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from typing import Any, Callable, Optional
 
 import torch
@@ -26,14 +23,6 @@ from ..pid_core import loading
 from ..pid_core.latents import format_for_comfy_class, formats_for_vae
 
 log = logging.getLogger(__name__)
-
-PID_FOLDER = "pid"
-PID_EXTENSIONS = {".safetensors", ".pth", ".pt", ".sft"}
-ENV_MODELS_DIR = "COMFYUI_PID_MODELS_DIR"
-# Files in diffusion_models/ are listed only when their name says PiD (core-native users keep
-# e.g. pid_flux1_1024_to_4096_4step.safetensors there, next to every LDM they own).
-_DIFFUSION_MODELS_MARK = "pid"
-
 
 def _optional(module_name: str):
     """Import a ComfyUI module if ComfyUI is the host, else return None."""
@@ -45,128 +34,6 @@ def _optional(module_name: str):
 
 def comfy_available() -> bool:
     return _optional("comfy.model_management") is not None and _optional("folder_paths") is not None
-
-
-# ----------------------------------------------------------------------------- model folders
-def register_model_folder() -> None:
-    """Add ``models/pid`` with an explicit extension set, appending to any existing entry.
-
-    ``extra_model_paths.yaml`` is read before custom nodes load; if it declared ``pid:`` paths,
-    they stay (ours is appended) and their entry gains our extension filter.
-    """
-    fp = _optional("folder_paths")
-    if fp is None:
-        return
-    default = os.path.join(fp.models_dir, PID_FOLDER)
-    entry = fp.folder_names_and_paths.get(PID_FOLDER)
-    if entry is None:
-        fp.folder_names_and_paths[PID_FOLDER] = ([default], set(PID_EXTENSIONS))
-        return
-    paths, exts = entry
-    if default not in paths:
-        paths.append(default)
-    if isinstance(exts, set):
-        exts.update(PID_EXTENSIONS)
-    else:  # a foreign entry with another container: replace it, keeping its paths
-        fp.folder_names_and_paths[PID_FOLDER] = (paths, set(PID_EXTENSIONS) | set(exts))
-
-
-def _fallback_root() -> str:
-    return os.environ.get(ENV_MODELS_DIR) or os.path.join(os.getcwd(), "models")
-
-
-# ComfyUI keeps old folder names as aliases (models/unet for diffusion_models, models/clip for
-# text_encoders) and lists them first; new files go to the current name.
-_LEGACY_NAMES = {"diffusion_models": "unet", "text_encoders": "clip"}
-
-
-def model_dir(folder: str) -> str:
-    """The folder downloads of kind ``folder`` (``pid``, ``diffusion_models``, ``text_encoders``)
-    go to: ComfyUI's first registered path for it (an ``extra_model_paths.yaml`` default comes
-    first), skipping the legacy alias folder; without ComfyUI, ``<models root>/<folder>``."""
-    fp = _optional("folder_paths")
-    if fp is None:
-        return os.path.join(_fallback_root(), folder)
-    current = os.path.normpath(os.path.join(fp.models_dir, folder))
-    if folder not in fp.folder_names_and_paths:
-        return current
-    paths = [os.path.normpath(p) for p in fp.get_folder_paths(folder)]
-    legacy = _LEGACY_NAMES.get(folder)
-    if not paths:
-        return current
-    if legacy and paths[0] == os.path.normpath(os.path.join(fp.models_dir, legacy)) \
-            and current in paths:
-        return current
-    return paths[0]
-
-
-def pid_dir() -> str:
-    """The folder official releases are downloaded to: the first registered ``pid`` path."""
-    return model_dir(PID_FOLDER)
-
-
-def _local_files(folder: str) -> list[str]:
-    if not os.path.isdir(folder):
-        return []
-    found = []
-    for root, _dirs, files in os.walk(folder, followlinks=True):
-        for f in files:
-            if os.path.splitext(f)[1].lower() in PID_EXTENSIONS:
-                found.append(os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/"))
-    return sorted(found)
-
-
-def _is_pid_named(name: str) -> bool:
-    return _DIFFUSION_MODELS_MARK in os.path.basename(name.replace("\\", "/")).lower()
-
-
-def checkpoint_names() -> list[str]:
-    """PiD decoder files: everything in ``pid/``, then PiD-named files in ``diffusion_models/``.
-
-    Every Comfy-Org PiD file name starts with ``pid_`` (``pid_flux1_…``, ``pid_1.5_…``,
-    ``*_mxfp8``, ``*_int8_convrot``), so all of them are listed; other diffusion models are not.
-    """
-    fp = _optional("folder_paths")
-    if fp is None:
-        names = _local_files(pid_dir())
-        extra = _local_files(os.path.join(_fallback_root(), "diffusion_models"))
-    else:
-        names = list(fp.get_filename_list(PID_FOLDER))
-        extra = fp.get_filename_list("diffusion_models")
-    for n in extra:
-        if _is_pid_named(n) and n not in names:
-            names.append(n)
-    return names
-
-
-def checkpoint_path(name: str) -> str:
-    """Resolve a combo value from :func:`checkpoint_names` to a full path."""
-    fp = _optional("folder_paths")
-    if fp is None:
-        for folder in (pid_dir(), os.path.join(_fallback_root(), "diffusion_models")):
-            path = os.path.join(folder, name)
-            if os.path.exists(path):
-                return path
-        return os.path.join(pid_dir(), name)
-    for folder in (PID_FOLDER, "diffusion_models"):
-        path = fp.get_full_path(folder, name)
-        if path is not None:
-            return path
-    return fp.get_full_path_or_raise(PID_FOLDER, name)
-
-
-def text_encoder_names() -> list[str]:
-    fp = _optional("folder_paths")
-    if fp is None:
-        return _local_files(os.path.join(_fallback_root(), "text_encoders"))
-    return list(fp.get_filename_list("text_encoders"))
-
-
-def text_encoder_path(name: str) -> str:
-    fp = _optional("folder_paths")
-    if fp is None:
-        return os.path.join(_fallback_root(), "text_encoders", name)
-    return fp.get_full_path_or_raise("text_encoders", name)
 
 
 # ----------------------------------------------------------------------------- devices, memory
@@ -229,12 +96,15 @@ class _CountingProgress:
         self.total = total
         self.current = 0
         self.updates = 0
+        self.previews = []
 
     def update_absolute(self, value, total=None, preview=None):
         if total is not None:
             self.total = total
         self.current = min(value, self.total)
         self.updates += 1
+        if preview is not None:
+            self.previews.append(preview)
 
     def update(self, value):
         self.update_absolute(self.current + value)
@@ -254,12 +124,22 @@ def check_interrupted() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
-def step_callback(pbar) -> Callable[[int, int], None]:
-    """A ``callback(step, total)`` for pid_core: shows progress and honours interruption."""
-    def callback(step: int, total: int) -> None:
-        check_interrupted()
-        pbar.update_absolute(step, total)
-    return callback
+def preview_side() -> Optional[int]:
+    """Long side (px) of live previews, or None when they are off: outside ComfyUI, or preview
+    method "none" (comfy/cli_args.py ``--preview-method``, which latent_preview.py
+    ``set_preview_method`` also sets per prompt). Other methods show PiD's own x0 (pixels)."""
+    cli = _optional("comfy.cli_args")
+    if cli is None or _optional("PIL.Image") is None:
+        return None
+    method = getattr(cli.args, "preview_method", None)
+    if method is None or getattr(method, "value", method) == "none":
+        return None
+    return int(getattr(cli.args, "preview_size", 512))
+
+
+def preview_image(image: torch.Tensor):
+    """A ``[h, w, 3]`` uint8 CPU picture as the PIL image ComfyUI's progress previews carry."""
+    return _optional("PIL.Image").fromarray(image.numpy().copy())  # the canvas changes on
 
 
 # ----------------------------------------------------------------------------- core objects
@@ -331,3 +211,15 @@ def vae_encode(vae, pixels: torch.Tensor) -> torch.Tensor:
     if getattr(vae, "latent_dim", 2) != 3 or pixels.shape[0] == 1:
         return vae.encode(pixels)
     return torch.cat([vae.encode(pixels[i:i + 1]) for i in range(pixels.shape[0])], dim=0)
+
+
+def vae_decode(vae, latent: torch.Tensor) -> torch.Tensor:
+    """``vae.decode`` of a raw latent -> image batch ``[B, H, W, 3]`` in [0, 1] at the VAE's own size.
+
+    A video VAE's 5-D output ``[B, T, H, W, C]`` is folded into the batch, as nodes.py VAEDecode
+    does.
+    """
+    images = vae.decode(latent)
+    if images.dim() == 5:
+        images = images.reshape(-1, *images.shape[-3:])
+    return images[..., :3]

@@ -9,7 +9,7 @@ from ..pid_core.decoder import load_decoder
 from ..pid_core.errors import CheckpointReadError
 from ..pid_core.loading import dtype_name
 from ..pid_core.model_files import REPACK_REPO, lookup
-from . import host, node_base, quant_host
+from . import host, model_folders, node_base, quant_host
 from .download import OFF, ensure_release, release_choices
 from .pid_types import PID_MODEL, PiDModel
 from .text_encode import load_text_encoder
@@ -36,8 +36,8 @@ class PiDLoadModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = host.checkpoint_names() or [NO_FILES]
-        encoders = [NONE] + host.text_encoder_names()
+        files = model_folders.checkpoint_names() or [NO_FILES]
+        encoders = [NONE] + model_folders.text_encoder_names()
         return {
             "required": {
                 "checkpoint": (files, {"tooltip": (
@@ -81,7 +81,7 @@ class PiDLoadModel:
                 f"models/diffusion_models/ or an official model_ema_bf16.pth (huggingface.co/"
                 f"{HF_REPO}) in models/pid/, or set 'download' to a file or release name.")
         if path is None:
-            path = host.checkpoint_path(checkpoint)
+            path = model_folders.checkpoint_path(checkpoint)
         if encoder_path is not None:
             text_encoder = os.path.basename(encoder_path)
         compute = host.resolve_dtype(dtype)
@@ -91,7 +91,7 @@ class PiDLoadModel:
             decoder = load_decoder(path, device=host.offload_device(), dtype=compute)
         encoder = clip
         if encoder is None and text_encoder != NONE:
-            encoder = load_text_encoder(encoder_path or host.text_encoder_path(text_encoder))
+            encoder = load_text_encoder(encoder_path or model_folders.text_encoder_path(text_encoder))
         model = PiDModel(decoder=decoder, patcher=host.wrap_model(decoder.net),
                          text_encoder=encoder, checkpoint=label,
                          text_encoder_name="CLIP input" if clip is not None else text_encoder,
@@ -104,5 +104,5 @@ def _download(choice: str):
     if choice == OFF:
         return None, None
     entry = lookup(choice)
-    fetched = ensure_release(choice, host.model_dir(entry.folder if entry else host.PID_FOLDER))
+    fetched = ensure_release(choice, model_folders.model_dir(entry.folder if entry else model_folders.PID_FOLDER))
     return (None, fetched) if entry.kind == "text_encoder" else (fetched, None)

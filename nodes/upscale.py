@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pid_core.color_anchor import anchor_colors as anchor_to_source
-from ..pid_core.sizing import resize_bchw, upscale_sizes
+from ..pid_core.sizing import MAX_NODE_SIDE, resize_bchw, upscale_sizes
 from . import host, node_base, pipeline
 from .pid_types import PID_MODEL
 from .resolve import LATENT_FORMAT_CHOICES
@@ -38,10 +38,12 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
                     "for flux2.")}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
                     "A description of the image (PiD is text-conditioned). Empty is allowed.")}),
-                "long_side": ("INT", {"default": 4096, "min": 1024, "max": 8192, "step": 64,
+                "long_side": ("INT", {"default": 4096, "min": 1024, "max": MAX_NODE_SIDE, "step": 64,
                                       "tooltip": (
                     "Output long side in px (aspect kept, both sides snapped to multiples of 64). "
-                    "2kto4k/v1.5 checkpoints are trained for 2048..4096.")}),
+                    "2kto4k/v1.5 checkpoints are trained for 2048..4096; larger outputs are "
+                    "decoded in tiles, with the canvas in system RAM (about 35 bytes per output "
+                    "pixel: 16384 x 16384 needs about 9 GB).")}),
                 "anchor_colors": ("BOOLEAN", {"default": True, "tooltip": (
                     "Keep colours and broad tones of the source: replace the output's structure "
                     "coarser than ~32 output px with the source's. Off = raw PiD output.")}),
@@ -64,5 +66,5 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
         out = pipeline.decode(pid_model, latent, 0.0, prompt, seed=seed, steps=steps,
                               latent_format=fmt, output_size=out_hw)
         if anchor_colors:
-            out = anchor_to_source(out, source[:, :3])
+            out = anchor_to_source(out, source[:, :3], inplace=True)
         return (out.movedim(1, -1).to(host.intermediate_device()),)

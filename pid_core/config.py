@@ -99,6 +99,20 @@ SIZES_2K = ((2048, 2048), (2304, 1728), (1728, 2304), (2688, 1536), (1536, 2688)
             (2688, 1792), (1792, 2688))
 # 2kto4k: long side 2048..4096, area between 2048^2 and about 3840^2 (the multi-resolution grid).
 ENVELOPES = {"2k": Envelope(1536, 2688, "2k"), "2kto4k": Envelope(1536, 4096, "2kto4k")}
+# (H, W) of the multi-resolution grid the 2kto4k v1.5 nets were trained on (nv-tlabs/PiD @2c8814c
+# README "range from 2K to 4K"; the grid of pid/_src/datasets/augmentors/
+# multi_resolution_aspect_ratio.py for max_resolution 3840: area levels 2048..3840 step 256 per
+# aspect 1:1, 4:3, 3:4, 16:9, 9:16, sides snapped to 64 and capped by pid/_src/datasets/utils.py
+# IMAGE_RES_SIZE_INFO["3840"]; duplicates from the caps removed). The v1 2kto4k nets ("varying
+# resolution, 2K to 4K") document no grid; this one is offered for them too.
+SIZES_2KTO4K = (
+    (2048, 2048), (2304, 2304), (2560, 2560), (2816, 2816), (3072, 3072), (3328, 3328), (3584, 3584),
+    (1792, 2368), (1984, 2688), (2240, 2944), (2432, 3264), (2688, 3520), (2816, 3840), (2816, 4096),
+    (2368, 1792), (2688, 1984), (2944, 2240), (3264, 2432), (3520, 2688), (3840, 2816), (4096, 2816),
+    (1536, 2752), (1728, 3072), (1920, 3392), (2112, 3776), (2176, 4096),
+    (2752, 1536), (3072, 1728), (3392, 1920), (3776, 2112), (4096, 2176),
+)
+TRAINED_SIZES = {"2k": SIZES_2K, "2kto4k": SIZES_2KTO4K}
 ENVELOPE_2K, ENVELOPE_2KTO4K = ENVELOPES["2k"], ENVELOPES["2kto4k"]
 
 

@@ -30,7 +30,8 @@ from .latents import check_latent, choose_format
 from .loading import load_net
 from .memory import DecodePlan
 from .model import PiDNet
-from .sampler import NoiseSource, check_noise_device, make_generator, sample, t_schedule, velocity_to_x0
+from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET
+from .sampler import NoiseSource, check_noise_device, make_generator, rows_of, sample, t_schedule, velocity_to_x0
 from .sizing import check_output_size, check_tiled_output_size, int_pair
 from .text import check_text_features
 from .tiling import TiledDenoiser, tile_request
@@ -111,18 +112,21 @@ class PiDDecoder:
         return memory.plan_decode(cfg, h, w, batch, self.dtype, budget,
                                   max_tile=env.max_side if env else None, overlap=overlap)
 
-    def memory_request(self, latent_shape, output_size=None) -> int:
+    def memory_request(self, latent_shape, output_size=None, tile="auto") -> int:
         """Working memory (bytes, weights excluded) to ask a host's memory manager for before
         the net is on its device: that of the best plan when memory is no object (whole image
-        inside the envelope, else envelope-sized tiles). Plan after loading, from the real budget."""
-        return self.plan(latent_shape, output_size, memory_budget_bytes=1 << 62).estimate.activations
+        inside the envelope, else envelope-sized tiles; or the ``tile`` asked for). Plan after
+        loading, from the real budget."""
+        return self.plan(latent_shape, output_size, memory_budget_bytes=1 << 62, tile=tile).estimate.activations
 
     @torch.inference_mode()
     def decode(self, latent: torch.Tensor, sigma, text: torch.Tensor, *, seed: int = 0, steps: int = 4,
                latent_format=None, output_size=None, callback: Callable[[int, int], None] | None = None,
                tile=None, tile_overlap: int | None = None, memory_budget_bytes: int | None = None,
                noise_device: str = "cpu", noise_frame: str | None = None,
-               plan: DecodePlan | None = None, parallel=None) -> torch.Tensor:
+               plan: DecodePlan | None = None, preview: Callable[[torch.Tensor], None] | None = None,
+               preview_side: int = DEFAULT_PREVIEW_SIDE, preview_budget: float | None = PREVIEW_BUDGET,
+               out_dtype=torch.float32, parallel=None) -> torch.Tensor:
         """Decode a raw LATENT at noise level ``sigma`` to ``[B, 3, H, W]`` float32 in [0, 1].
 
         ``plan``: a plan from ``plan(...)`` for this latent (else one is made from ``tile``,
@@ -133,6 +137,10 @@ class PiDDecoder:
         parameterised -- "flow", "comfy_flow" (a ComfyUI sampler's x_t / (1 - s)) or "ve"
         (``latents.LatentFormat.to_pid_frame``; default: the format's ``frame``). The result
         is on the compute device, or on the CPU when a tiled canvas did not fit the budget.
+        ``preview(image)``: a live preview after network calls (``sampler.sample``; long side
+        ``preview_side`` px, at most ``preview_budget`` of the time; None: after every call).
+        ``out_dtype``: float32 (default), float16 or uint8 (0..255); the result is converted in
+        place or in row slices, never with a full-size fp32 copy.
         ``parallel``: a ``distributed.TileParallel`` spreading a tiled plan's tiles over the
         processes of a torch.distributed group (every process gets the same image; make the
         plan with ``distributed.shared_plan`` so it is the same everywhere).
@@ -161,28 +169,33 @@ class PiDDecoder:
                         "because of the memory budget; expect softer detail or artifacts.",
                         *plan.tile_size, env.min_side, env.max_side)
         log.debug("PiD decode plan: %s (%s)", plan.describe(), plan.reason)
+        out_dtype = check_out_dtype(out_dtype)
+        self._check_host_memory(plan)
+        show = {} if preview is None else {"preview": preview, "preview_side": preview_side,
+                                           "preview_budget": preview_budget}
         while True:
             try:
-                out = self._run(plan, z, sig, y.to(dev), seed, steps, noise_device, callback, parallel)
+                out = self._run(plan, z, sig, y.to(dev), seed, steps, noise_device, callback, show, parallel)
                 break
             except torch.OutOfMemoryError as exc:
                 error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "out of memory"
                 if parallel is not None:   # the other processes wait in a collective: no retry
                     raise parallel.out_of_memory(plan, error) from exc
             plan = self._retry_plan(plan, error)  # outside the except: the failed frames are gone
-        bad = int((~torch.isfinite(out)).sum())
+        bad = count_non_finite(out)
         if bad:
             raise NonFiniteOutputError(
                 f"PiD produced {bad} NaN/infinite pixel values with compute dtype "
                 f"{str(self.dtype).replace('torch.', '')}: fp16 can overflow in this network, or the checkpoint "
                 f"holds NaN weights. Use bf16 or fp32 in PiD Load Model; if it persists, download "
                 f"the checkpoint again.")
-        return (out.float() + 1) / 2
+        return to_image(out, out_dtype)
 
     def _run(self, plan: DecodePlan, z, sig, y, seed: int, steps: int, noise_device: str,
-             callback, parallel=None) -> torch.Tensor:
+             callback, show=None, parallel=None) -> torch.Tensor:
         """Sample with ``plan``; inputs already on the device and in PiD's frame. x0 in [-1, 1]."""
         net, dev, forward = self.net, self.device, self._forward()
+        show = show or {}
         h, w = plan.output_size
         grid = (h // net.cfg.patch_size, w // net.cfg.patch_size)
         state_dev = dev if plan.state_on_device else torch.device("cpu")
@@ -196,15 +209,15 @@ class PiDDecoder:
             if plan.tiled:
                 denoise = TiledDenoiser(velocity, net.lq_proj, net.lq_proj.align(z, grid).to(state_dev),
                                         plan.tiles, (h, w), plan.overlap, dev, state_dev, parallel)
-                return sample(denoise, noise, steps, callback, denoise.calls_per_step)
+                return sample(denoise, noise, steps, callback, denoise.calls_per_step, **show)
             tokens = net.lq_proj.encode(z, grid)
 
             def whole_image(x, t, tick):
                 x0 = velocity_to_x0(x, t, velocity(x, t, tokens))
-                tick()
+                tick(x0)
                 return x0
 
-            return sample(whole_image, noise, steps, callback)
+            return sample(whole_image, noise, steps, callback, **show)
 
     def _forward(self):
         """The network call: ``net.velocity``, compiled when ``self.compile``."""
@@ -214,6 +227,22 @@ class PiDDecoder:
         if self._compiled is None or self._compiled[0] != key:
             self._compiled = (key, torch.compile(self.net.velocity, dynamic=False, mode=self.compile_mode))
         return self._compiled[1]
+
+    def _check_host_memory(self, plan: DecodePlan) -> None:
+        """Refuse, before any work, a tiled decode whose canvas would live in system RAM that is
+        not available (rather than letting the OS kill the process midway)."""
+        on_cpu = self.device.type == "cpu" or not plan.state_on_device
+        need = memory.host_bytes(self.net.cfg, plan, self.dtype) if on_cpu else 0
+        free = memory.available_bytes("cpu") if need else None
+        if free is None or need <= free:
+            return
+        h, w = plan.output_size
+        per_px = need / (plan.batch * h * w)
+        raise PiDOutOfMemoryError(
+            f"a {h}x{w} tiled decode (batch {plan.batch}) keeps its full-size canvas in system RAM: "
+            f"it needs about {need / memory.GiB:.1f} GiB ({per_px:.0f} bytes per output pixel), but "
+            f"only {free / memory.GiB:.1f} GiB is available. Close other programs, or choose a "
+            f"smaller output size (about {free / per_px / 1e6:.0f} megapixels fit now).")
 
     def _retry_plan(self, plan: DecodePlan, error: str) -> DecodePlan:
         """Free what the failed attempt left and return a plan with smaller tiles (or raise)."""
@@ -237,6 +266,35 @@ class PiDDecoder:
                     "(overlap %d px, %d tiles)", h, w, what, error, nxt.tile_size[0], nxt.tile_size[1],
                     nxt.overlap, nxt.n_tiles)
         return nxt
+
+
+OUT_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.uint8: "uint8"}
+
+
+def check_out_dtype(dtype) -> torch.dtype:
+    if dtype not in OUT_DTYPES:
+        raise PiDInputError(f"out_dtype={dtype!r} is not supported; choose torch.float32 (default), "
+                            f"torch.float16 or torch.uint8 (0..255).")
+    return dtype
+
+
+def count_non_finite(x: torch.Tensor) -> int:
+    """Number of NaN/inf values, counted in row slices (no full-size boolean mask)."""
+    return sum(int((~torch.isfinite(x[sl])).sum()) for sl in rows_of(x))
+
+
+def to_image(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """x0 in [-1, 1] (fp32) -> image in [0, 1] (float32 in place, float16) or 0..255 (uint8).
+
+    float32 reuses ``x``; the other dtypes are filled in row slices, so the peak is ``x`` plus
+    the (smaller) result."""
+    if dtype == torch.float32:
+        return x.add_(1).div_(2)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    for sl in rows_of(x):
+        part = x[sl].add(1).div_(2)
+        out[sl] = part.mul_(255).round_().clamp_(0, 255) if dtype == torch.uint8 else part
+    return out
 
 
 def load_decoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device="cpu", dtype="auto",

@@ -147,9 +147,34 @@ def estimate_memory(cfg: PiDNetConfig, height: int, width: int, batch: int = 1,
 
 
 def canvas_bytes(height: int, width: int, batch: int = 1) -> int:
-    """Full-size state of a tiled decode: x_t, the blend accumulator, a noise draw (fp32, 3 ch)
-    and the weight sum (1 ch)."""
-    return batch * height * width * 4 * (3 * 3 + 1)
+    """Full-size buffers of a tiled decode: the state ``x_t`` and the blended canvas (fp32, 3 ch,
+    24 bytes per output pixel). The next noise is drawn into the dead state, the blend weights
+    are 1-D profiles (``tiling.blend_profiles``) and the image is made in place, so nothing
+    else is full-size."""
+    return batch * height * width * 4 * 3 * 2
+
+
+def tile_feature_bytes(cfg: PiDNetConfig, height: int, width: int, tile: tuple[int, int],
+                       batch: int = 1, dtype=torch.bfloat16) -> int:
+    """What a tiled decode keeps beside the canvas: the adapter features of every tile (made
+    once per decode, ``adapter_dim`` values per patch cell in the compute dtype) and the latent
+    on the patch grid."""
+    th, tw = min(tile[0], height), min(tile[1], width)
+    n = len(tile_grid(height, width, th, tw, default_overlap(th, tw)))
+    e = _esize(dtype)
+    return (n * _rows(cfg, th, tw, batch) * cfg.adapter_dim * e
+            + _rows(cfg, height, width, batch) * cfg.adapter_in_channels * e)
+
+
+def host_bytes(cfg: PiDNetConfig, plan: "DecodePlan", dtype=torch.bfloat16) -> int:
+    """System RAM a tiled decode's full-size buffers take when its canvas is in CPU memory:
+    canvas + tile features + two tile-sized transfer buffers (0 for a whole-image plan)."""
+    if not plan.tiled:
+        return 0
+    h, w = plan.output_size
+    th, tw = plan.tile_size
+    return (canvas_bytes(h, w, plan.batch) + tile_feature_bytes(cfg, h, w, (th, tw), plan.batch, dtype)
+            + 2 * plan.batch * min(th, h) * min(tw, w) * 12)
 
 
 def estimate_tiled_memory(cfg: PiDNetConfig, height: int, width: int, tile: tuple[int, int],
@@ -161,9 +186,10 @@ def estimate_tiled_memory(cfg: PiDNetConfig, height: int, width: int, tile: tupl
     if chunk == "auto":
         chunk = chunk_rows(cfg, th, tw, batch, dtype)
     act = _activation_bytes(cfg, th, tw, batch, e, chunk)
-    n = len(tile_grid(height, width, th, tw, default_overlap(th, tw)))
-    tokens = n * _rows(cfg, th, tw, batch) * cfg.adapter_dim * e   # per-tile adapter features
-    state = canvas_bytes(height, width, batch) + tokens if (th, tw) != (height, width) else 0
+    state = 0
+    if (th, tw) != (height, width):
+        state = canvas_bytes(height, width, batch) + tile_feature_bytes(cfg, height, width, (th, tw),
+                                                                       batch, dtype)
     on_dev = state if state_on_device else 0
     return MemoryEstimate(weight_bytes(cfg, dtype), int((act + on_dev) * ALLOCATOR_SLACK), on_dev)
 
@@ -309,5 +335,6 @@ def decode_budget(device, resident_bytes: int) -> int | None:
 
 __all__ = ["param_count", "weight_bytes", "chunk_rows",
            "MemoryEstimate", "estimate_memory", "estimate_tiled_memory", "canvas_bytes",
+           "tile_feature_bytes", "host_bytes",
            "default_overlap", "DecodePlan", "plan_decode", "whole_plan", "tiled_plan",
            "smaller_plan", "MIN_TILE_PX", "available_bytes", "decode_budget"]

@@ -9,8 +9,9 @@ a single call at t = 1.0.
 :func:`sample` is the only loop. It asks a *denoiser* ``x0_fn(x, t, tick)`` for the clean-image
 estimate at each step: a whole-image decode passes the network (``velocity_to_x0`` of one call),
 a tiled decode passes a function that runs the tiles and blends their estimates on a canvas
-(``tiling.TiledDenoiser``). The denoiser calls ``tick()`` after every network call, so progress
-and interruption live here, once.
+(``tiling.TiledDenoiser``). The denoiser calls ``tick(x0, at)`` after every network call with
+the estimate it just made (the whole image, or one tile at its pixel offset), so progress,
+interruption and live previews (``preview.PreviewCanvas``) live here, once.
 
 Noise comes from a CPU ``torch.Generator`` seeded once per decode and drawn in the order
 noise, eps1, eps2, eps3, then moved to the compute device: results do not depend on the device
@@ -28,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from .errors import PiDInputError
+from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET, PreviewCanvas
 
 T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)   # student schedule of the 4-step distilled nets
 MAX_STEPS = len(T_LIST) - 1
@@ -47,9 +49,20 @@ def t_schedule(steps: int) -> tuple[float, ...]:
     return tuple(T_LIST[i] for i in idx)
 
 
-# velocity_to_x0 works on row slices of about this many elements, so its float64 temporaries
-# stay small (elementwise maths: the slicing changes no value).
+# velocity_to_x0 and renoise work on row slices of about this many elements, so their
+# temporaries stay small (elementwise maths: the slicing changes no value).
 X0_SLICE_ELEMENTS = 1 << 22
+
+
+def rows_of(x: torch.Tensor):
+    """Index tuples covering ``x`` in slices of whole rows of about ``X0_SLICE_ELEMENTS``."""
+    if x.dim() < 2 or x.numel() <= X0_SLICE_ELEMENTS:
+        yield (...,)
+        return
+    rows = x.shape[-2]
+    step = max(1, X0_SLICE_ELEMENTS // max(1, x.numel() // rows))
+    for i in range(0, rows, step):
+        yield (..., slice(i, i + step), slice(None))
 
 
 def velocity_to_x0(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
@@ -58,10 +71,7 @@ def velocity_to_x0(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
     if x.dim() < 2 or x.numel() <= X0_SLICE_ELEMENTS:
         return (x.double() - tt * v.double()).to(x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    rows = x.shape[-2]
-    step = max(1, X0_SLICE_ELEMENTS // max(1, x.numel() // rows))
-    for i in range(0, rows, step):
-        sl = (..., slice(i, i + step), slice(None))
+    for sl in rows_of(x):
         out[sl] = (x[sl].double() - tt * v[sl].double()).to(x.dtype)
     return out
 
@@ -69,12 +79,15 @@ def velocity_to_x0(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
 def renoise(x0: torch.Tensor, eps: torch.Tensor, t_next: float, inplace: bool = False) -> torch.Tensor:
     """``(1 - t) * x0 + t * eps`` with ``t`` as an fp32 scalar tensor, as upstream.
 
-    ``inplace=True`` overwrites ``x0`` (same values, one full-size buffer fewer).
+    ``inplace=True`` overwrites ``x0`` (same values, no full-size temporary: ``t * eps`` is
+    formed in row slices).
     """
     t = torch.tensor(t_next, dtype=torch.float32, device=x0.device)
-    if inplace:
-        return x0.mul_(1 - t).add_(t * eps)
-    return (1 - t) * x0 + t * eps
+    if not inplace:
+        return (1 - t) * x0 + t * eps
+    for sl in rows_of(x0):
+        x0[sl].mul_(1 - t).add_(t * eps[sl])
+    return x0
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -135,6 +148,15 @@ class NoiseSource:
         self._pending.append(self._pool.submit(self._draw))  # keep one draw in flight
         return t.to(self.device, non_blocking=self._pin)
 
+    def next_into(self, buf: torch.Tensor) -> torch.Tensor:
+        """The next draw written into ``buf`` (fp32, ``shape``, on ``device``), which the caller no
+        longer needs: the same values as ``next()`` without a new full-size allocation."""
+        if tuple(buf.shape) != self.shape or buf.dtype != torch.float32 or buf.device != self.device:
+            return self.next()
+        if self._pool is None and self._gen_device == buf.device:
+            return torch.randn(self.shape, generator=self._gen, dtype=torch.float32, out=buf)
+        return buf.copy_(self.next(), non_blocking=self._pin)
+
     def close(self) -> None:
         if self._pool is not None:
             for f in self._pending:
@@ -149,33 +171,52 @@ class NoiseSource:
         self.close()
 
 
-def sample(x0_fn: Callable[[torch.Tensor, float, Callable[[], None]], torch.Tensor], noise,
-           steps: int = 4, callback: Callable[[int, int], None] | None = None,
-           calls_per_step: int = 1) -> torch.Tensor:
+def sample(x0_fn: Callable[..., torch.Tensor], noise, steps: int = 4,
+           callback: Callable[[int, int], None] | None = None, calls_per_step: int = 1,
+           preview: Callable[[torch.Tensor], None] | None = None,
+           preview_side: int = DEFAULT_PREVIEW_SIDE,
+           preview_budget: float | None = PREVIEW_BUDGET) -> torch.Tensor:
     """The distilled loop. Returns x0 clamped to [-1, 1] (fp32, where ``noise`` delivers).
 
     ``x0_fn(x, t, tick)`` returns the clean-image estimate of the state ``x`` at time ``t`` and
-    calls ``tick()`` after each of its ``calls_per_step`` network calls; ``noise.next()``
-    returns the draws in order (start noise, eps1, ...). ``callback(done, total)`` runs on
-    every tick (``total = steps x calls_per_step``) and may raise to abort.
+    calls ``tick(x0_part, at)`` after each of its ``calls_per_step`` network calls, with the
+    estimate that call made (the whole image, or a tile at pixel offset ``at = (row, col)``;
+    ``tick()`` without one is allowed). ``noise.next()`` returns the draws in order (start
+    noise, eps1, ...); a source with ``next_into(buf)`` gets the dead state to draw into.
+    ``callback(done, total)`` runs on every tick (``total = steps x calls_per_step``) and may
+    raise to abort. ``preview(image)``, when given, runs on every tick just before the callback
+    with a ``[h, w, 3]`` uint8 CPU picture of the image so far (first of the batch, long side at
+    most ``preview_side`` px), as often as ``preview_budget`` allows (``preview.PreviewCanvas``;
+    None: on every tick).
     """
     ts = t_schedule(steps)
     n_steps = len(ts) - 1
     total, done = n_steps * int(calls_per_step), 0
+    canvas = None
 
-    def tick() -> None:
+    def tick(x0_part: torch.Tensor | None = None, at: tuple[int, int] = (0, 0)) -> None:
         nonlocal done
         done += 1
+        if canvas is not None and x0_part is not None:
+            canvas.land(x0_part, at)
         if callback is not None:
             callback(done, total)
 
     x = noise.next().float()
+    if preview is not None:
+        canvas = PreviewCanvas(x.shape[-2:], preview_side, preview, preview_budget)
+    draw_into = getattr(noise, "next_into", None)
     for i in range(n_steps):
         t_cur, t_next = ts[i], ts[i + 1]
         x0 = x0_fn(x, t_cur, tick)
         if t_next > 0:
-            x = None  # free the previous state before the draw arrives
-            x = renoise(x0, noise.next().to(x0), t_next, inplace=True)
+            # the state is dead once x0 exists: draw the next noise into it, or free it first
+            reuse = draw_into is not None and x is not x0
+            buf, x = (x if reuse else None), None
+            eps = draw_into(buf) if reuse else noise.next()
+            buf = None
+            x = renoise(x0, eps.to(x0), t_next, inplace=True)
+            del eps
         else:
             x = x0
         del x0

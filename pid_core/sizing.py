@@ -8,10 +8,16 @@ envelope (``config.Envelope``); a tiled one may be larger, each tile staying ins
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from .config import TRAINED_SIZES
 from .errors import PiDInputError
+from .memory import canvas_bytes, default_overlap, tile_feature_bytes
+from .tiling import tile_grid
 
 PATCH_PX = 16
 # An output whose aspect differs from the latent's by more than this factor is refused (the
@@ -19,6 +25,9 @@ PATCH_PX = 16
 MAX_ASPECT_DISTORTION = 1.25
 # Largest side a tiled decode accepts (a sanity bound: 32768^2 x 3 fp32 is 12 GiB per buffer).
 MAX_TILED_SIDE = 32768
+# Largest output side the nodes offer: the largest size measured end to end (bench/bench_large.py,
+# 16384^2 = 268 MP with a canvas of 24 bytes per pixel in system RAM).
+MAX_NODE_SIDE = 16384
 
 
 def int_pair(size) -> tuple[int, int]:
@@ -137,3 +146,81 @@ def upscale_sizes(source_hw, long_side: int, sr_scale: int, multiple: int = 64):
     if multiple % sr_scale:
         raise PiDInputError(f"snap multiple {multiple} is not divisible by the x{sr_scale} scale.")
     return out_hw, (out_hw[0] // sr_scale, out_hw[1] // sr_scale)
+
+
+# ------------------------------------------------------------------------ sizes users can pick
+# Nominal aspect ratios (W:H) the trained sizes are labelled with (the upstream buckets').
+ASPECTS = ((1, 1), (4, 3), (3, 4), (16, 9), (9, 16), (3, 2), (2, 3))
+
+
+def aspect_name(h: int, w: int) -> str:
+    """``"4:3"`` for the nominal aspect nearest to ``w / h``; ``"~4:3"`` when it is not exact."""
+    a, b = min(ASPECTS, key=lambda r: abs(math.log((w / h) / (r[0] / r[1]))))
+    return f"{'' if w * b == h * a else '~'}{a}:{b}"
+
+
+def size_label(kind: str, h: int, w: int) -> str:
+    return f"{kind}: {w}x{h} ({aspect_name(h, w)})"
+
+
+def size_presets() -> list[str]:
+    """Every trained size of every checkpoint kind, labelled ``"<kind>: <W>x<H> (<aspect>)"``."""
+    return [size_label(kind, h, w) for kind, sizes in TRAINED_SIZES.items() for h, w in sizes]
+
+
+def parse_size_label(label: str) -> tuple[str, tuple[int, int]]:
+    """(kind, (H, W)) of a :func:`size_presets` label."""
+    kind, rest = label.split(": ", 1)
+    w, h = rest.split(" ", 1)[0].split("x")
+    return kind, (int(h), int(w))
+
+
+@dataclass(frozen=True)
+class SizeChoice:
+    """A PiD output size and what it means for the connected checkpoint."""
+
+    output: tuple[int, int]     # PiD output (H, W)
+    ldm: tuple[int, int]        # the LDM's pixel (H, W): what an empty latent node takes
+    latent: tuple[int, int]     # the latent's (h, w)
+    whole: bool                 # decoded as one image (inside the trained envelope)
+    note: str
+
+
+def choose_size(info, size: tuple[int, int]) -> SizeChoice:
+    """What decoding an output of ``size = (H, W)`` px means for the checkpoint ``info``
+    (a ``Detection``): its latent and LDM pixel size, whole or tiled, trained size or not.
+
+    Sides snap to the output factor (32 px, 64 for FLUX.2), so the latent is whole. A short side
+    below the envelope is refused (tiling cannot help: a tile is never larger than the image).
+    """
+    f, env = info.output_factor, info.envelope
+    h, w = (max(f, int(round(v / f)) * f) for v in size)
+    latent = (h // f, w // f)
+    ldm = (latent[0] * info.vae_factor, latent[1] * info.vae_factor)
+    trained = TRAINED_SIZES.get(info.resolution, ())
+    if env is None:
+        return SizeChoice((h, w), ldm, latent, True, "custom-dimension net: no trained sizes; decoded "
+                          "whole.")
+    if min(h, w) < env.min_side:
+        raise PiDInputError(
+            f"output size {w}x{h} (W x H) has a short side below {env.min_side} px, the smallest "
+            f"this {env.name} checkpoint was trained for; PiD refuses it, even tiled. Choose a "
+            f"trained size or a short side of at least {env.min_side} px.")
+    if max(h, w) <= env.max_side:
+        if (h, w) in trained:
+            note = f"a trained size of this {env.name} checkpoint; decoded whole."
+        else:
+            near = min(trained, key=lambda s: abs(math.log(s[1] * h / (s[0] * w))) * 4
+                       + abs(math.log(s[0] * s[1] / (h * w))))
+            note = (f"inside this {env.name} checkpoint's trained range ({env.min_side}..{env.max_side} "
+                    f"px), decoded whole, but not one of its trained sizes; nearest trained: "
+                    f"{near[1]}x{near[0]}.")
+        return SizeChoice((h, w), ldm, latent, True, note)
+    side = env.max_side
+    n = len(tile_grid(h, w, side, side, default_overlap(side, side)))
+    ram = canvas_bytes(h, w) + tile_feature_bytes(info.config, h, w, (side, side))
+    note = (f"beyond this {env.name} checkpoint's trained sides ({env.min_side}..{env.max_side} px): "
+            f"PiD Decode Latent will tile it (about {n} tiles of up to {side} px, each inside the "
+            f"trained range; fewer, smaller ones if VRAM is short), with the canvas in system RAM "
+            f"(about {ram / 2**30:.1f} GiB).")
+    return SizeChoice((h, w), ldm, latent, False, note)

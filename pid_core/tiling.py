@@ -2,7 +2,8 @@
 
 The output is covered by overlapping tiles on the 16-px patch grid. Every sampler step runs the
 network on each tile, turns its velocity into a clean-image estimate ``x0`` and blends the
-estimates into one full-size canvas with feathered weights (MultiDiffusion-style); the global
+estimates into one full-size canvas with normalised feathered weights (MultiDiffusion-style,
+separable, so no weight map is stored and nothing is divided); the global
 sampler update (re-noising with ONE full-size noise field) then happens on the whole canvas, so
 every tile starts each step from the same shared state and the seams have nothing to disagree
 about beyond the network's own context.
@@ -23,7 +24,8 @@ What each tile sees:
 The sampling loop itself is ``sampler.sample``; :class:`TiledDenoiser` is the ``x0`` function it
 calls for a tiled decode. A tiling whose single tile covers the image runs the very same
 operations as a whole-image decode and gives a bit-identical result. The denoiser ticks after
-every tile forward (``total = tiles x steps``), so a raising callback interrupts between tiles.
+every tile forward (``total = tiles x steps``) with the tile's estimate, so a raising callback
+interrupts between tiles and a live preview fills in tile by tile.
 """
 
 from __future__ import annotations
@@ -76,24 +78,45 @@ def tile_grid(height: int, width: int, tile_h: int, tile_w: int, overlap: int, p
             for c in _starts(gw, tw // patch, max(0, ov_w))]
 
 
+def ramp(n: int, overlap: int, lead: bool, trail: bool) -> torch.Tensor:
+    """1-D feather ``[n]`` (fp32, > 0): linear ramps of ``overlap`` px at a leading and/or trailing
+    inner edge, 1 elsewhere."""
+    w = torch.ones(n)
+    if overlap > 0:
+        r = ((torch.arange(n, dtype=torch.float32) + 0.5) / overlap).clamp(max=1.0)
+        if lead:
+            w = torch.minimum(w, r)
+        if trail:
+            w = torch.minimum(w, r.flip(0))
+    return w
+
+
 def feather(tile: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
     """Blend weight ``[h, w]`` (fp32, > 0): linear ramps of ``overlap`` px on inner edges, 1 elsewhere.
 
-    Image borders are not ramped, so a tile covering the image weighs exactly 1 everywhere.
+    Image borders are not ramped, so a tile covering the image weighs exactly 1 everywhere. The
+    weight is separable: ``ramp(rows) x ramp(cols)``.
     """
-    def ramp(n: int, lead: bool, trail: bool) -> torch.Tensor:
-        w = torch.ones(n)
-        if overlap > 0:
-            r = ((torch.arange(n, dtype=torch.float32) + 0.5) / overlap).clamp(max=1.0)
-            if lead:
-                w = torch.minimum(w, r)
-            if trail:
-                w = torch.minimum(w, r.flip(0))
-        return w
-
-    wy = ramp(tile.h, tile.y0 > 0, tile.y0 + tile.h < height)
-    wx = ramp(tile.w, tile.x0 > 0, tile.x0 + tile.w < width)
+    wy = ramp(tile.h, overlap, tile.y0 > 0, tile.y0 + tile.h < height)
+    wx = ramp(tile.w, overlap, tile.x0 > 0, tile.x0 + tile.w < width)
     return wy[:, None] * wx[None, :]
+
+
+def blend_profiles(tiles, length: int, overlap: int, axis: int) -> dict[int, torch.Tensor]:
+    """Normalised 1-D feathers along one axis (0: rows, 1: columns) of a tile grid.
+
+    For tiles on a grid (every row start paired with every column start, one tile size) the sum
+    of the feathers is separable, ``S(y, x) = Sy(y) * Sx(x)``, so each tile's normalised weight
+    is ``(wy / Sy) x (wx / Sx)``: returned here per start as ``wy / Sy`` over the tile's span.
+    No full-size weight map is needed and the blended canvas needs no division.
+    """
+    spans = {(t.y0, t.h) if axis == 0 else (t.x0, t.w) for t in tiles}
+    total = torch.zeros(length)
+    raw = {}
+    for start, n in sorted(spans):
+        raw[start] = ramp(n, overlap, start > 0, start + n < length)
+        total[start:start + n] += raw[start]
+    return {start: w / total[start:start + w.shape[0]] for start, w in raw.items()}
 
 
 def tile_tokens(adapter, aligned: torch.Tensor, tile: Tile, device, patch: int = 16) -> torch.Tensor:
@@ -114,7 +137,9 @@ class TiledDenoiser:
     ``velocity(x, t, tokens)`` is the network call for one tile (on ``device``); ``aligned`` is
     the latent on the patch grid (``LatentAdapter.align``), kept where the canvas is
     (``state_device``). Each call crops every tile from the state, turns its velocity into an
-    estimate and blends the estimates with feathered weights; ``tick()`` after every tile.
+    estimate, weights it with its normalised feather (``blend_profiles``: two 1-D profiles,
+    applied on the device) and adds it into one fresh canvas; ``tick(x0, at)`` after every tile
+    with the tile's estimate. Full-size memory: the state and that canvas (fp32).
 
     ``parallel`` (optional; ``distributed.TileParallel``) spreads the tiles over processes:
     ``parallel.owns(j)`` says whether this process computes tile ``j``, and
@@ -132,28 +157,29 @@ class TiledDenoiser:
         # adapter features per own tile, once per decode (kept where the canvas is)
         self.tokens = [tile_tokens(adapter, aligned, t, device).to(state_device) if mine else None
                        for t, mine in zip(self.tiles, own)]
-        self.weights, self.wsum = [], None
+        self.rows = self.cols = None
         if len(self.tiles) > 1:
-            self.wsum = torch.zeros(1, 1, height, width, device=state_device)
-            for t in self.tiles:
-                self.weights.append(feather(t, height, width, overlap).to(state_device))
-                t.crop(self.wsum).add_(self.weights[-1])
+            check_grid(self.tiles)
+            self.rows = blend_profiles(self.tiles, height, overlap, 0)
+            self.cols = blend_profiles(self.tiles, width, overlap, 1)
 
     @property
     def calls_per_step(self) -> int:
         """Network calls of this process per step (all tiles, or its own under ``parallel``)."""
         return sum(tok is not None for tok in self.tokens)
 
-    def __call__(self, x: torch.Tensor, t: float, tick: Callable[[], None]) -> torch.Tensor:
-        single = self.wsum is None
+    def __call__(self, x: torch.Tensor, t: float, tick: Callable[..., None]) -> torch.Tensor:
+        single = self.rows is None
 
         def estimate(j: int) -> torch.Tensor:   # tile j's x0 times its blend weight, on the device
-            xt = self.tiles[j].crop(x).contiguous().to(self.device)
+            tile = self.tiles[j]
+            xt = tile.crop(x).contiguous().to(self.device)
             x0t = velocity_to_x0(xt, t, self.velocity(xt, t, self.tokens[j].to(self.device)))
             del xt
+            tick(x0t, (tile.y0, tile.x0))
             if not single:
-                x0t = x0t * self.weights[j].to(self.device)
-            tick()
+                x0t.mul_(self.rows[tile.y0].to(x0t.device).view(-1, 1))
+                x0t.mul_(self.cols[tile.x0].to(x0t.device).view(1, -1))
             return x0t
 
         if self.parallel is None:
@@ -167,7 +193,18 @@ class TiledDenoiser:
             else:
                 self.tiles[j].crop(acc).add_(part.to(self.state_device))
             del part
-        return acc if single else acc.div_(self.wsum)
+        return acc
+
+
+def check_grid(tiles) -> None:
+    """Refuse tiles that are not a full grid of one size (``blend_profiles`` needs one)."""
+    ys, xs = {t.y0 for t in tiles}, {t.x0 for t in tiles}
+    sizes = {(t.h, t.w) for t in tiles}
+    if len(sizes) != 1 or {(t.y0, t.x0) for t in tiles} != {(y, x) for y in ys for x in xs}:
+        raise PiDInputError(
+            f"tiles must form a grid of equal tiles (every row start with every column start, as "
+            f"tile_grid makes them); got {len(tiles)} tiles with {len(ys)} row starts, {len(xs)} "
+            f"column starts and sizes {sorted(sizes)[:3]}. Make the tiles with tiling.tile_grid.")
 
 
 def tile_request(tile, overlap):

@@ -78,6 +78,15 @@ class FakeVAE:
             latent = latent.unsqueeze(2)
         return latent
 
+    def decode(self, latent):
+        """The inverse of ``encode`` for its first three channels: ``[B, h*f, w*f, 3]`` in [0, 1]
+        (``[B, 1, H, W, 3]`` for a video VAE, as ComfyUI's)."""
+        self.decoded_shapes = getattr(self, "decoded_shapes", []) + [tuple(latent.shape)]
+        z = latent[:, :, 0] if latent.dim() == 5 else latent
+        rgb = torch.nn.functional.interpolate(z[:, :3].float(), scale_factor=self.factor, mode="nearest")
+        image = ((rgb + 1) / 2).clamp(0, 1).movedim(1, -1)
+        return image.unsqueeze(1) if latent.dim() == 5 else image
+
 
 class FakeLatentFormat:
     pass

@@ -324,7 +324,7 @@ def test_table_is_consistent(pack):
 
 def test_load_model_lists_every_repack_decoder_from_diffusion_models(pack, tmp_path, monkeypatch):
     _dl, files, _ = pack
-    host = pack_module("nodes.host")
+    model_folders = pack_module("nodes.model_folders")
     (tmp_path / "pid").mkdir()
     (tmp_path / "diffusion_models" / "nvidia_pid").mkdir(parents=True)
     (tmp_path / "pid" / "pid_flux_v1.5.pth").write_bytes(b"x")
@@ -332,15 +332,16 @@ def test_load_model_lists_every_repack_decoder_from_diffusion_models(pack, tmp_p
     decoders = [f.name for f in files.REPACK_FILES if f.kind == "decoder"]
     for name in decoders:
         (tmp_path / "diffusion_models" / "nvidia_pid" / name).write_bytes(b"x")
-    monkeypatch.setenv(host.ENV_MODELS_DIR, str(tmp_path))
-    listed = host.checkpoint_names()
+    monkeypatch.setenv(model_folders.ENV_MODELS_DIR, str(tmp_path))
+    listed = model_folders.checkpoint_names()
     assert listed[0] == "pid_flux_v1.5.pth" and "flux1-dev.safetensors" not in listed
     assert sorted(listed[1:]) == sorted(f"nvidia_pid/{n}" for n in decoders)
-    assert host.checkpoint_path(f"nvidia_pid/{FLUX15}") == str(tmp_path / "diffusion_models" / "nvidia_pid" / FLUX15)
+    want = tmp_path / "diffusion_models" / "nvidia_pid" / FLUX15
+    assert model_folders.checkpoint_path(f"nvidia_pid/{FLUX15}") == str(want)
 
 
 def test_model_dir_prefers_the_current_folder_name(pack, tmp_path, monkeypatch):
-    host = pack_module("nodes.host")
+    model_folders = pack_module("nodes.model_folders")
     models = str(tmp_path)
     fp = type(sys)("folder_paths")
     fp.models_dir = models
@@ -349,18 +350,18 @@ def test_model_dir_prefers_the_current_folder_name(pack, tmp_path, monkeypatch):
         "text_encoders": ([os.path.join(models, "text_encoders"), os.path.join(models, "clip")], set())}
     fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths[name][0])
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
-    assert host.model_dir("diffusion_models") == os.path.join(models, "diffusion_models")
-    assert host.model_dir("text_encoders") == os.path.join(models, "text_encoders")
-    assert host.model_dir("pid") == os.path.join(models, "pid")      # not registered yet
+    assert model_folders.model_dir("diffusion_models") == os.path.join(models, "diffusion_models")
+    assert model_folders.model_dir("text_encoders") == os.path.join(models, "text_encoders")
+    assert model_folders.model_dir("pid") == os.path.join(models, "pid")      # not registered yet
     fp.folder_names_and_paths["diffusion_models"][0].insert(0, "/big/disk/unet")  # a yaml default
-    assert host.model_dir("diffusion_models") == os.path.normpath("/big/disk/unet")
+    assert model_folders.model_dir("diffusion_models") == os.path.normpath("/big/disk/unet")
 
 
 def test_node_download_of_a_decoder_and_of_gemma(pack, hub, tmp_path, monkeypatch):
     dl, files, _ = pack
     load_model = pack_module("nodes.load_model")
-    host = pack_module("nodes.host")
-    monkeypatch.setenv(host.ENV_MODELS_DIR, str(tmp_path))
+    model_folders = pack_module("nodes.model_folders")
+    monkeypatch.setenv(model_folders.ENV_MODELS_DIR, str(tmp_path))
     monkeypatch.setattr(load_model, "ensure_release",
                         lambda c, d: dl.ensure_release(c, d, endpoint=hub.url))
     net = save({k: v.contiguous() for k, v in random_state_dict(tiny_config("flux_v1.5"), seed=0).items()})

@@ -657,7 +657,7 @@ def nodes(tmp_path_factory):
     try:
         from node_helpers import TinyTextEncoder, load_pack, pack_module
         pack = load_pack()
-        host = pack_module("nodes.host")
+        model_folders = pack_module("nodes.model_folders")
     except Exception as exc:
         pytest.skip(f"the node pack does not import yet ({type(exc).__name__}: {exc})")
     root = tmp_path_factory.mktemp("models")
@@ -666,13 +666,13 @@ def nodes(tmp_path_factory):
     save_file({"encoder.conv_in.weight": torch.zeros(4, 3, 3, 3),
                "decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(root / "pid" / "pid_ae.safetensors"))
     (root / "pid" / "pid_lfs.safetensors").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
-    return types.SimpleNamespace(pack=pack, host=host, root=root, encoder=TinyTextEncoder,
+    return types.SimpleNamespace(pack=pack, model_folders=model_folders, root=root, encoder=TinyTextEncoder,
                                  Load=pack.NODE_CLASS_MAPPINGS["PiD_LoadModel"],
                                  Decode=pack.NODE_CLASS_MAPPINGS["PiD_DecodeLatent"])
 
 
 def _node_load(n, e, name="pid_flux_v1.5.safetensors"):
-    e.mp.setenv(n.host.ENV_MODELS_DIR, str(n.root))
+    e.mp.setenv(n.model_folders.ENV_MODELS_DIR, str(n.root))
     return n.Load().load(name, "none", "auto", clip=n.encoder())[0]
 
 

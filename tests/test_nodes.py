@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 pack = load_pack()
 host = pack_module("nodes.host")
+model_folders = pack_module("nodes.model_folders")
 errors = pack_module("pid_core.errors")
 random_weights = pack_module("pid_core.random_weights")
 LoadModel = pack.NODE_CLASS_MAPPINGS["PiD_LoadModel"]
@@ -33,7 +34,7 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def use_models_dir(models_dir, monkeypatch):
-    monkeypatch.setenv(host.ENV_MODELS_DIR, str(models_dir))
+    monkeypatch.setenv(model_folders.ENV_MODELS_DIR, str(models_dir))
 
 
 def load(release="flux_v1.5", encoder="tiny"):
@@ -51,13 +52,14 @@ def decode(pid, latent, sigma=0.0, **kw):
 def test_mappings_ids_and_display_names():
     assert pack.NODE_DISPLAY_NAME_MAPPINGS == {
         "PiD_LoadModel": "PiD Load Model", "PiD_DecodeLatent": "PiD Decode Latent",
-        "PiD_StopSigma": "PiD Stop Sigma", "PiD_Upscale2Kto4K": "PiD Upscale 2K→4K"}
+        "PiD_StopSigma": "PiD Stop Sigma", "PiD_Upscale2Kto4K": "PiD Upscale 2K→4K",
+        "PiD_Size": "PiD Size"}
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     assert "PiDConditioning" not in pack.NODE_CLASS_MAPPINGS
 
 
 @pytest.mark.parametrize("node_id", ["PiD_LoadModel", "PiD_DecodeLatent", "PiD_StopSigma",
-                                     "PiD_Upscale2Kto4K"])
+                                     "PiD_Upscale2Kto4K", "PiD_Size"])
 def test_node_metadata_and_tooltips(node_id):
     cls = pack.NODE_CLASS_MAPPINGS[node_id]
     assert cls.CATEGORY == "PiD" and cls.DESCRIPTION and callable(getattr(cls(), cls.FUNCTION))
@@ -79,7 +81,7 @@ def test_load_model_lists_files_and_reports_variant():
 
 
 def test_load_model_without_files_explains(monkeypatch, tmp_path):
-    monkeypatch.setenv(host.ENV_MODELS_DIR, str(tmp_path))
+    monkeypatch.setenv(model_folders.ENV_MODELS_DIR, str(tmp_path))
     choices = LoadModel.INPUT_TYPES()["required"]["checkpoint"][0]
     assert choices == [pack_module("nodes.load_model").NO_FILES]
     with pytest.raises(errors.CheckpointReadError, match="models/pid"):
@@ -156,11 +158,68 @@ def test_decode_progress_and_interruption(monkeypatch):
     assert len(calls) == 2  # stopped after the second network call
 
 
+def test_decode_progress_messages_carry_previews(monkeypatch):
+    """As KSampler: update_absolute(step, total, ("JPEG", image, max_size)) after network calls
+    (the first always, then as the 1 % budget allows), none when the preview method is "none"."""
+    model, _ = load()
+    bars = []
+    real = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
+    monkeypatch.setattr(host, "preview_image", lambda im: im.clone())   # the PIL conversion
+    latent = torch.randn(1, 16, 4, 6)
+    monkeypatch.setattr(host, "preview_side", lambda: None)
+    decode(model, latent, latent_format="flux", steps=3)
+    assert bars[-1].updates == 3 and bars[-1].previews == []
+    monkeypatch.setattr(host, "preview_side", lambda: 64)
+    decode(model, latent, latent_format="flux", steps=3)
+    previews = bars[-1].previews
+    assert bars[-1].updates == 3 and 1 <= len(previews) <= 3     # rationed to 1 % of the time
+    assert all(p[0] == "JPEG" and p[2] == 64 and tuple(p[1].shape) == (43, 64, 3) for p in previews)
+
+
+def test_preview_is_off_outside_comfyui():
+    assert host.preview_side() is None
+
+
 def test_decode_without_text_encoder_explains():
     model, _ = load(encoder=None)
     assert model.text_encoder is None
     with pytest.raises(errors.TextEncodingError, match="models/text_encoders"):
         decode(model, torch.randn(1, 16, 4, 4), latent_format="flux")
+
+
+def test_decode_reports_colours_against_the_vae_and_anchors_on_request():
+    model, _ = load()
+    vae = FakeVAE(16)
+    latent = torch.randn(1, 16, 4, 6, generator=torch.Generator().manual_seed(4))
+    args = dict(prompt="a red fox", seed=0, steps=2, latent_format="flux", output_long_side=0)
+    node = Decode()
+    bare_image, bare_report = node.decode(model, {"samples": latent}, 0.0, **args)
+    assert bare_report.startswith("no colour check") and vae.encoded_shapes == []
+    raw, report = node.decode(model, {"samples": latent}, 0.0, vae=vae, **args)
+    assert torch.equal(raw, bare_image)                         # anchor_colors defaults to off
+    assert vae.decoded_shapes == [(1, 16, 4, 6)]               # decoded once, at the VAE's own size
+    assert "compared at 48x32" in report and "mean ΔE" in report and "shadows" in report
+    assert "verdict: colour drift:" in report                 # a random net does not match
+    fixed, fixed_report = node.decode(model, {"samples": latent}, 0.0, vae=vae, anchor_colors=True, **args)
+    assert fixed.shape == raw.shape == (1, 128, 192, 3) and not torch.equal(fixed, raw)
+    reference = torch.nn.functional.interpolate(vae.decode(latent).movedim(-1, 1), size=(128, 192))
+    err = lambda img: (img.movedim(-1, 1).mean(dim=(2, 3)) - reference.mean(dim=(2, 3))).abs().max()  # noqa: E731
+    assert err(fixed) < 0.25 * err(raw)                        # broad colours follow the VAE
+    assert fixed_report.splitlines()[:-1] == report.splitlines()[:-1] or "after anchor_colors" in fixed_report
+    after = float(fixed_report.split("after anchor_colors: mean ΔE ")[1].split(",")[0])
+    before = float(report.split("mean ΔE ")[1].split(",")[0])
+    assert after < before / 2
+    _, noisy = node.decode(model, {"samples": latent}, 0.5, vae=vae, **args)
+    assert "sigma 0.5 > 0, so the VAE decoded the noisy latent" in noisy
+
+
+def test_decode_colour_check_with_a_video_vae():
+    model, _ = load()
+    vae = FakeVAE(16, latent_dim=3)                             # Qwen-Image: 5-D decode output
+    image, report = Decode().decode(model, {"samples": torch.randn(1, 16, 1, 4, 4)}, 0.0, "x", 0, 1,
+                                    "qwenimage", 0, vae=vae, anchor_colors=True)
+    assert image.shape == (1, 128, 128, 3) and "compared at 32x32" in report
 
 
 def test_upscale_keeps_aspect_and_anchors_colors():
@@ -208,9 +267,9 @@ def test_stop_sigma_output_feeds_decode():
 
 
 def test_register_model_folder_is_a_no_op_without_comfyui():
-    host.register_model_folder()
+    model_folders.register_model_folder()
     assert host.comfy_available() is False
-    assert Path(host.pid_dir()).name == "pid"
+    assert Path(model_folders.pid_dir()).name == "pid"
 
 
 def test_decode_beyond_trained_envelope_is_tiled_not_refused(monkeypatch):
@@ -224,6 +283,17 @@ def test_decode_beyond_trained_envelope_is_tiled_not_refused(monkeypatch):
     out = decode(model, torch.randn(1, 16, 4, 6), latent_format="flux", steps=2)  # 128x192 > 96
     assert out.shape == (1, 128, 192, 3) and 0.0 <= out.min() and out.max() <= 1.0
     assert bars[-1].total > 2 and bars[-1].total % 2 == 0 and bars[-1].current == bars[-1].total
+
+
+def test_decode_tile_size_forces_tiles(monkeypatch):
+    model, _ = load()
+    bars = []
+    real = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
+    out = decode(model, torch.randn(1, 16, 4, 4), latent_format="flux", steps=2, tile_size=64)
+    assert out.shape == (1, 128, 128, 3) and bars[-1].total == 9 * 2 == bars[-1].current
+    with pytest.raises(errors.PiDInputError, match="tile 72x72 is invalid"):
+        decode(model, torch.randn(1, 16, 4, 4), latent_format="flux", steps=1, tile_size=72)
 
 
 def _sampling(type_name, base, sigma_max):

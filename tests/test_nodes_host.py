@@ -10,6 +10,7 @@ import pytest
 from node_helpers import pack_module
 
 host = pack_module("nodes.host")
+model_folders = pack_module("nodes.model_folders")
 
 
 @pytest.fixture
@@ -45,33 +46,33 @@ def folder_paths(tmp_path, monkeypatch):
 
 
 def test_registers_pid_folder_with_explicit_extensions(folder_paths):
-    host.register_model_folder()
+    model_folders.register_model_folder()
     paths, exts = folder_paths.folder_names_and_paths["pid"]
     assert paths == [os.path.join(folder_paths.models_dir, "pid")]
     assert exts == {".safetensors", ".pth", ".pt", ".sft"}
-    host.register_model_folder()  # idempotent
+    model_folders.register_model_folder()  # idempotent
     assert len(folder_paths.folder_names_and_paths["pid"][0]) == 1
 
 
 def test_appends_to_extra_model_paths_entry(folder_paths, tmp_path):
     # extra_model_paths.yaml runs first: add_model_folder_path creates ([path], set())
     folder_paths.folder_names_and_paths["pid"] = ([str(tmp_path / "nas" / "pid")], set())
-    host.register_model_folder()
+    model_folders.register_model_folder()
     paths, exts = folder_paths.folder_names_and_paths["pid"]
     assert paths == [str(tmp_path / "nas" / "pid"), os.path.join(folder_paths.models_dir, "pid")]
     assert ".safetensors" in exts and ".gguf" not in exts
-    assert host.pid_dir() == str(tmp_path / "nas" / "pid")  # downloads go to the first path
+    assert model_folders.pid_dir() == str(tmp_path / "nas" / "pid")  # downloads go to the first path
 
 
 def test_lists_pid_folder_and_pid_named_diffusion_models(folder_paths, tmp_path):
-    host.register_model_folder()
+    model_folders.register_model_folder()
     for rel in ("pid/a.safetensors", "pid/notes.txt", "diffusion_models/flux1-dev.safetensors",
                 "diffusion_models/pid_flux1_1024_to_4096.safetensors"):
         path = tmp_path / "models" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    assert host.checkpoint_names() == ["a.safetensors", "pid_flux1_1024_to_4096.safetensors"]
-    assert host.checkpoint_path("pid_flux1_1024_to_4096.safetensors").endswith(
+    assert model_folders.checkpoint_names() == ["a.safetensors", "pid_flux1_1024_to_4096.safetensors"]
+    assert model_folders.checkpoint_path("pid_flux1_1024_to_4096.safetensors").endswith(
         os.path.join("diffusion_models", "pid_flux1_1024_to_4096.safetensors"))
 
 

@@ -135,7 +135,10 @@ def test_widget_values_fit(workflow):
         if n["type"] in FRONTEND_ONLY:
             continue
         values, i = n.get("widgets_values", []), 0
+        optional = DEFS[n["type"]]["input"].get("optional", {})
         for name, spec in widget_specs(n["type"]):
+            if i == len(values) and name in optional:
+                break   # an optional widget added after the file was saved: the frontend keeps its default
             assert i < len(values), f"{n['type']}: no value for {name}"
             check_value(n["type"], name, spec, values[i])
             i += 1
