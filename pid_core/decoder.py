@@ -26,12 +26,13 @@ from . import memory
 from .config import TIMESTEP_SCALE, Envelope
 from .detect import Detection
 from .errors import NonFiniteOutputError, PiDInputError, PiDOutOfMemoryError
+from .image_out import check_out_dtype, count_non_finite, to_image
 from .latents import check_latent, choose_format
 from .loading import load_net
 from .memory import DecodePlan
 from .model import PiDNet
 from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET
-from .sampler import NoiseSource, check_noise_device, make_generator, rows_of, sample, t_schedule, velocity_to_x0
+from .sampler import NoiseSource, check_noise_device, make_generator, sample, t_schedule, velocity_to_x0
 from .sizing import check_output_size, check_tiled_output_size, int_pair
 from .text import check_text_features
 from .tiling import TiledDenoiser, tile_request
@@ -266,35 +267,6 @@ class PiDDecoder:
                     "(overlap %d px, %d tiles)", h, w, what, error, nxt.tile_size[0], nxt.tile_size[1],
                     nxt.overlap, nxt.n_tiles)
         return nxt
-
-
-OUT_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.uint8: "uint8"}
-
-
-def check_out_dtype(dtype) -> torch.dtype:
-    if dtype not in OUT_DTYPES:
-        raise PiDInputError(f"out_dtype={dtype!r} is not supported; choose torch.float32 (default), "
-                            f"torch.float16 or torch.uint8 (0..255).")
-    return dtype
-
-
-def count_non_finite(x: torch.Tensor) -> int:
-    """Number of NaN/inf values, counted in row slices (no full-size boolean mask)."""
-    return sum(int((~torch.isfinite(x[sl])).sum()) for sl in rows_of(x))
-
-
-def to_image(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """x0 in [-1, 1] (fp32) -> image in [0, 1] (float32 in place, float16) or 0..255 (uint8).
-
-    float32 reuses ``x``; the other dtypes are filled in row slices, so the peak is ``x`` plus
-    the (smaller) result."""
-    if dtype == torch.float32:
-        return x.add_(1).div_(2)
-    out = torch.empty(x.shape, dtype=dtype, device=x.device)
-    for sl in rows_of(x):
-        part = x[sl].add(1).div_(2)
-        out[sl] = part.mul_(255).round_().clamp_(0, 255) if dtype == torch.uint8 else part
-    return out
 
 
 def load_decoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device="cpu", dtype="auto",
