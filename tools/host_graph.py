@@ -54,6 +54,42 @@ def add_probes(api: dict) -> list:
     return added
 
 
+def _value(api: dict, v):
+    src = _link_source(v)
+    return api[src]["inputs"].get("value") if src is not None else v
+
+
+def _set(api: dict, node: dict, key: str, value) -> None:
+    src = _link_source(node["inputs"][key])
+    if src is not None:  # a shared Primitive node feeds it (and everything else it feeds)
+        api[src]["inputs"]["value"] = value
+    else:
+        node["inputs"][key] = value
+
+
+def early_stop_variant(api: dict, before_end: int = 3):
+    """For a workflow whose KSamplerAdvanced runs to the end (sigma 0): a copy stopped
+    `before_end` steps early, changed in the same place the user would change it (the shared
+    'Stop at step' value, or both nodes' end_at_step), with its label; None otherwise."""
+    import copy
+
+    out = copy.deepcopy(api)
+    label = None
+    for node in out.values():
+        if node["class_type"] != "KSamplerAdvanced":
+            continue
+        steps, end = _value(out, node["inputs"]["steps"]), _value(out, node["inputs"]["end_at_step"])
+        if not (isinstance(steps, int) and isinstance(end, int)) or end < steps or steps <= before_end:
+            return None
+        stop = steps - before_end
+        _set(out, node, "end_at_step", stop)
+        for other in out.values():
+            if other["class_type"] == "PiD_StopSigma" and other["inputs"].get("model") == node["inputs"]["model"]:
+                _set(out, other, "end_at_step", stop)
+        label = f"stop {stop}/{steps}"
+    return (out, label) if label else None
+
+
 def node_types(ui: dict) -> set:
     return {n["type"] for n in ui["nodes"] if n["type"] not in ("Note", "MarkdownNote")}
 
