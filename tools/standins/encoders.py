@@ -14,24 +14,30 @@ import torch
 from standins.weights import linear_weight_keys, quantize, specs_from_state_dict
 
 
-def _build(kind):
-    import comfy.sd1_clip as sd1
-    import comfy.sdxl_clip as sdxl
-    import comfy.text_encoders.qwen_image as qwen_image
-    import comfy.text_encoders.sd3_clip as sd3
-    import comfy.text_encoders.z_image as z_image
+def _maker(kind):
+    """The ComfyUI class for `kind`, imported only when needed (older ComfyUIs lack some modules)."""
+    import importlib
+
+    def te(module, attr, **kw):
+        return lambda: getattr(importlib.import_module(module).te(**kw)(device="meta", dtype=torch.bfloat16), attr)
 
     makers = {
-        "clip_l": lambda: sd1.SDClipModel(device="meta"),
-        "t5xxl": lambda: sd3.T5XXLModel(device="meta", dtype=torch.bfloat16),
-        "qwen3_4b": lambda: z_image.te()(device="meta", dtype=torch.bfloat16).qwen3_4b,
-        "qwen25_7b": lambda: qwen_image.te()(device="meta", dtype=torch.bfloat16).qwen25_7b,
-        "sdxl_clips": lambda: sdxl.SDXLClipModel(device="meta", dtype=torch.float16),
-        "sd3_clips": lambda: sd3.sd3_clip(clip_l=True, clip_g=True, t5=False)(device="meta",
-                                                                                dtype=torch.float16),
+        "clip_l": lambda: importlib.import_module("comfy.sd1_clip").SDClipModel(device="meta"),
+        "t5xxl": lambda: importlib.import_module("comfy.text_encoders.sd3_clip").T5XXLModel(
+            device="meta", dtype=torch.bfloat16),
+        "qwen3_4b": te("comfy.text_encoders.z_image", "qwen3_4b"),
+        "qwen25_7b": te("comfy.text_encoders.qwen_image", "qwen25_7b"),
+        "sdxl_clips": lambda: importlib.import_module("comfy.sdxl_clip").SDXLClipModel(device="meta",
+                                                                                        dtype=torch.float16),
+        "sd3_clips": lambda: importlib.import_module("comfy.text_encoders.sd3_clip").sd3_clip(
+            clip_l=True, clip_g=True, t5=False)(device="meta", dtype=torch.float16),
     }
+    return makers[kind]
+
+
+def _build(kind):
     with torch.device("meta"):
-        return makers[kind]()
+        return _maker(kind)()
 
 
 def text_encoder_file_specs(kind):
