@@ -1,8 +1,9 @@
 """Tiny diffusion models that ComfyUI's own detection sees as the real family.
 
-For every DiT family ComfyUI derives the transformer's width/depth from the weights
-(comfy/model_detection.py), so a handful of shape-bearing "seed" tensors is enough to make
-`detect_unet_config` produce a small config; ComfyUI's own model class is then built from it on
+For every DiT family ComfyUI derives the transformer's depth (and mostly its width) from the
+weights (comfy/model_detection.py), so a handful of shape-bearing "seed" tensors is enough to make
+`detect_unet_config` produce a small config (FLUX.1 keeps its width 3072, which ComfyUI 0.3.64
+does not derive; Z-Image's 3840 and Qwen-Image's 3072 are fixed everywhere); ComfyUI's own model class is then built from it on
 the meta device and its full key list becomes the file. SDXL is a UNet whose detection needs
 model_channels 320 and transformer depths [0,0,2,2,10,10]; it is kept at 320 channels on every
 level (channel_mult [1,1,1]) with a depth-1 middle block, which ComfyUI still detects as SDXL.
@@ -41,8 +42,9 @@ def _flux_seed(hidden, context, in_ch, vec, guidance, flux2):
 
 
 def _seed(family):
-    if family == "flux":  # FLUX.1-dev: 1 head of 128, one double and one single block
-        return _flux_seed(128, 4096, 64, vec=True, guidance=True, flux2=False)
+    if family == "flux":  # FLUX.1-dev: one double and one single block at the real width 3072
+        # (ComfyUI 0.33 derives the width from img_in, 0.3.64 fixes it at 3072 / 24 heads)
+        return _flux_seed(3072, 4096, 64, vec=True, guidance=True, flux2=False)
     if family == "flux2":  # FLUX.2 klein 4B: Qwen3-4B context (3 x 2560), no guidance embed
         return _flux_seed(128, 7680, 128, vec=False, guidance=False, flux2=True)
     if family == "zimage":  # width 3840 is how ComfyUI tells Z-Image from Lumina 2: 1 layer
