@@ -116,11 +116,11 @@ def judge(result: dict, records: list, probes: list) -> tuple:
 def prepare(path: Path, port: int, object_info: dict, manifest: dict, size: int):
     """The API prompts to run for one workflow ([(label, api)]), or a skip reason."""
     ui = json.loads(path.read_text())
-    if path.stem in manifest.get("unsupported", {}):
-        return "; ".join(manifest["unsupported"][path.stem])
     absent = missing_on_host(None, ui, object_info)
     if absent:
         return "; ".join(absent)
+    if path.stem in manifest.get("unsupported", {}):
+        return "; ".join(manifest["unsupported"][path.stem])
     with tempfile.TemporaryDirectory() as tmp:
         api_path = Path(tmp) / "api.json"
         harness("convert", str(path), "--port", str(port), "-o", str(api_path))

@@ -3,12 +3,12 @@
 For every DiT family ComfyUI derives the transformer's depth (and mostly its width) from the
 weights (comfy/model_detection.py), so a handful of shape-bearing "seed" tensors is enough to make
 `detect_unet_config` produce a small config (FLUX.1 keeps its width 3072, which ComfyUI 0.3.64
-does not derive; Z-Image's 3840 and Qwen-Image's 3072 are fixed everywhere); ComfyUI's own model class is then built from it on
-the meta device and its full key list becomes the file. SDXL is a UNet whose detection needs
-model_channels 320 and transformer depths [0,0,2,2,10,10]; it is kept at 320 channels on every
-level (channel_mult [1,1,1]) with a depth-1 middle block, which ComfyUI still detects as SDXL.
-`build` re-runs the detection on the finished key list and refuses a file that would not be
-detected as the intended class.
+does not derive; Z-Image's 3840 and Qwen-Image's 3072 are fixed everywhere); ComfyUI's own model
+class is then built from it on the meta device and its full key list becomes the file. SDXL is a
+UNet whose detection needs model_channels 320 and transformer depths [0,0,2,2,10,10]; it is kept
+at 320 channels on every level (channel_mult [1,1,1]) with a depth-1 middle block, which ComfyUI
+still detects as SDXL. `check_detected` re-runs the detection on the finished key list and refuses
+a file that would not be detected as the intended class.
 
 Run inside a ComfyUI venv with ComfyUI on PYTHONPATH.
 """
