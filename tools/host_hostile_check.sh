@@ -3,21 +3,26 @@
 # workflows with bad inputs are rejected by ComfyUI's validation or fail with PiD's own message, and
 # the same server then still runs a valid PiD prompt.
 #
-#   bash tools/host_hostile_check.sh                  # tiny files only (~1 GB RAM, < 1 min)
-#   GEMMA=/path/gemma_2_2b_it_elm_bf16.safetensors bash tools/host_hostile_check.sh
-#                                                     # + decode-time cases and a full decode
+#   COMFY_HOSTENV=~/.cache/comfy_host_v033 bash tools/host_hostile_check.sh   # ComfyUI 0.33 (primary)
+#   COMFY_HOSTENV=~/.cache/comfy_host bash tools/host_hostile_check.sh        # ComfyUI 0.3.64 (oldest)
+#   GEMMA=none bash tools/host_hostile_check.sh      # tiny files only (~1 GB RAM, < 1 min)
 #
-# Needs the host env (bash ../shared/tools/comfy_host.sh setup) and .venv. Serves on PORT (8195),
-# writes its files to WORK, stops its server on exit. Exit 0 when every check passed.
-# Without GEMMA, decode-time latent/sigma errors cannot be reached (the decode node asks for the
-# text encoder first), so those rows run only with GEMMA (a complete Gemma-2-2B file, e.g. the
-# random one from tools/text_equivalence.py prepare; loading it needs ~6 GB RAM).
+# Needs a host env (bash ../shared/tools/comfy_host.sh setup); its venv writes the fixtures. Serves
+# on PORT (8214), writes its files to WORK, stops its server on exit. Exit 0 when every check passed.
+# Decode-time latent/sigma errors are reached only with a text encoder (the decode node asks for it
+# first): GEMMA (default: the random full-size Gemma-2-2B that tools/host_fixtures.py caches under
+# ~/.cache/pid_host_models/text_equiv/, if present; loading it needs ~6 GB RAM).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PORT=${PORT:-8195}
+PORT=${PORT:-8214}
 T=../shared/tools/comfy_host.py
+HOSTENV=${COMFY_HOSTENV:-$HOME/.cache/comfy_host}
+export COMFY_HOSTENV=$HOSTENV
 WORK=${WORK:-${TMPDIR:-/tmp}/pid_host_hostile}
-PY=${PY:-.venv/bin/python}
+PY=${PY:-$HOSTENV/venv/bin/python}
+CACHED_GEMMA=${PID_HOST_MODELS:-$HOME/.cache/pid_host_models}/text_equiv/gemma_2_2b_random_bf16.safetensors
+if [ -z "${GEMMA:-}" ] && [ -f "$CACHED_GEMMA" ]; then GEMMA=$CACHED_GEMMA; fi
+[ "${GEMMA:-}" = none ] && GEMMA=
 
 rm -rf "$WORK"
 mkdir -p "$WORK/models/pid" "$WORK/models/text_encoders" "$WORK/input" "$WORK/wf"
@@ -69,6 +74,7 @@ flows = {
     "valid_info_after_errors": info("pid_flux_v1.5.safetensors"),
     # with GEMMA only
     "sdxl_latent_on_flux_ckpt": decode("sdxl.latent", te=gemma),
+    "sdxl_latent_auto_on_flux_ckpt": decode("sdxl.latent", te=gemma, latent_format="auto"),
     "nan_latent": decode("nan.latent", te=gemma),
     "sdxl_sigma_on_flux": decode("flux.latent", te=gemma, sigma=14.6),
     "format_sdxl_on_flux_ckpt": decode("flux.latent", te=gemma, latent_format="sdxl"),
@@ -88,6 +94,7 @@ python3 "$T" serve --pack . --name ComfyUI-PiD --models "$WORK/models" --port "$
   > "$WORK/serve.log" 2>&1 || { cat "$WORK/serve.log"; python3 "$T" stop --port "$PORT"; exit 4; }
 trap 'python3 "$T" stop --port "$PORT" >/dev/null 2>&1' EXIT
 head -3 "$WORK/serve.log"
+echo "host: $HOSTENV; text encoder: ${GEMMA:-none}"
 SERVER_PID=$(sed -n 's/^pid=\([0-9]*\).*/\1/p' "$WORK/serve.log")
 
 fails=0
@@ -101,9 +108,11 @@ check() {  # name, then run options (--expect-error TEXT for a negative case), t
   fi
   local rc=$?
   if [ $rc -eq 0 ] && { [ -z "$grep_for" ] || grep -q -- "$grep_for" "$log"; }; then
-    printf 'ok    %-28s %s\n' "$name" "$(grep -m1 -E 'ERROR in node|STATUS|value_|ui node' "$log" | cut -c1-150)"
+    local seen
+    seen=$(grep -m1 -E 'ERROR in node|value_' "$log" || grep -m1 -E 'ui node|STATUS' "$log")
+    printf 'ok    %-30s %s\n' "$name" "$(echo "$seen" | sed 's/^ *//' | cut -c1-170)"
   else
-    printf 'FAIL  %-28s (exit %s)\n' "$name" "$rc"; sed 's/^/      /' "$log" | tail -25
+    printf 'FAIL  %-30s (exit %s)\n' "$name" "$rc"; sed 's/^/      /' "$log" | tail -25
     fails=$((fails + 1))
   fi
 }
@@ -118,6 +127,10 @@ check no_text_encoder         err "text_encoder = 'none'"
 check valid_info_after_errors ok  "" "version v1.5"
 if [ -n "${GEMMA:-}" ]; then
   check sdxl_latent_on_flux_ckpt  err "expects 16-channel latents"
+  # channel first: a 4-channel latent is answered with the channel mismatch, not the 16-channel
+  # format question, even with latent_format auto and no MODEL connected
+  check sdxl_latent_auto_on_flux_ckpt err \
+    "expects 16-channel latents; the LATENT has 4 channels (that looks like a SDXL latent)"
   check nan_latent                err "NaN or infinite"
   check sdxl_sigma_on_flux        err "is above 1 for the flow-matching format 'flux'"
   check format_sdxl_on_flux_ckpt  err "does not fit this PiD checkpoint"
