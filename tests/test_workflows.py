@@ -177,6 +177,26 @@ def test_widget_values_fit(hosted):
         assert i == len(values), f"{n['type']}: {len(values)} values for {i} widgets"
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_shipped_workflows_carry_every_pack_widget(path):
+    """An old saved file may lack an optional widget added later (the frontend fills in the default),
+    but the files this pack ships must be current: every widget and socket of our own nodes."""
+    wf = json.loads(path.read_text())
+    for n in wf["nodes"]:
+        if not n["type"].startswith("PiD"):
+            continue
+        want = sum(2 if len(spec) > 1 and spec[1].get("control_after_generate") else 1
+                   for _, spec in widget_specs(n["type"]))
+        assert len(n["widgets_values"]) == want, (
+            f"{path.name}: {n['type']} (node {n['id']}) has {len(n['widgets_values'])} widget values, "
+            f"the node has {want}: run tools/make_workflows.py")
+        spec = DEFS[n["type"]]["input"]
+        sockets = {name for sec in ("required", "optional") for name, sp in spec.get(sec, {}).items()
+                   if not is_widget(sp)}
+        assert sockets <= {i["name"] for i in n["inputs"]}, f"{path.name}: {n['type']} misses sockets"
+        assert len(n["outputs"]) == len(DEFS[n["type"]]["output"]), f"{path.name}: {n['type']} outputs"
+
+
 def _linked_source(wf, node, name):
     nodes = {n["id"]: n for n in wf["nodes"]}
     for inp in node["inputs"]:
