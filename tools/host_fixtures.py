@@ -178,7 +178,8 @@ def main(argv=None) -> int:
 
     comfy_args.cpu = True  # as `main.py --cpu`: the builders only need module shapes
     releases = _pack_module("config").RELEASES_BY_NAME
-    needs = all_needs(args.workflows, releases)
+    known = {name: f.release for name, f in _pack_module("model_files").BY_NAME.items()}
+    needs = all_needs(args.workflows, releases, known)
     if args.only:
         needs = {k: v for k, v in needs.items() if k in args.only}
     manifest = {"files": {}, "unsupported": {}, "notes": []}

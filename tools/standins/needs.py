@@ -33,9 +33,12 @@ class Need:
     what: str     # family / encoder / release
 
 
-def pid_release(filename: str, releases: dict) -> str:
-    """The PiD release a workflow's checkpoint name stands for: an exact release file name, or the
-    release whose family, version and resolution words all occur in the name."""
+def pid_release(filename: str, releases: dict, known: dict | None = None) -> str:
+    """The PiD release a workflow's checkpoint name stands for: a file the pack's model table knows
+    (``known``: file name -> release), an exact release file name, or the release whose family,
+    version and resolution words all occur in the name."""
+    if known and known.get(filename):
+        return known[filename]
     for name, rel in releases.items():
         if rel.filename == filename:
             return name
@@ -58,7 +61,7 @@ def _widgets(node) -> list:
     return node.get("widgets_values") or []
 
 
-def workflow_needs(wf: dict, releases: dict) -> list:
+def workflow_needs(wf: dict, releases: dict, known: dict | None = None) -> list:
     nodes = [n for n in wf["nodes"] if n.get("mode", 0) == 0]
     by_type = {}
     for n in nodes:
@@ -67,7 +70,7 @@ def workflow_needs(wf: dict, releases: dict) -> list:
     needs = []
     for n in by_type.get("PiD_LoadModel", []):
         ckpt, te = _widgets(n)[:2]
-        release = pid_release(ckpt, releases)
+        release = pid_release(ckpt, releases, known)
         pid_families.update(releases[release].formats)
         needs.append(Need("pid", ckpt, "pid", release))
         if te and te != "none":
@@ -107,7 +110,7 @@ def workflow_needs(wf: dict, releases: dict) -> list:
     return needs
 
 
-def all_needs(workflows_dir: Path, releases: dict) -> dict:
+def all_needs(workflows_dir: Path, releases: dict, known: dict | None = None) -> dict:
     """workflow stem -> list of Need, for every workflow file in the folder."""
-    return {p.stem: workflow_needs(json.loads(p.read_text()), releases)
+    return {p.stem: workflow_needs(json.loads(p.read_text()), releases, known)
             for p in sorted(Path(workflows_dir).glob("*.json"))}
