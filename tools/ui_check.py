@@ -11,8 +11,10 @@ missing files), then for each workflow in workflows/:
    types the frontend flags and a dialog about missing nodes or errors are failures;
 2. one more headless session loads it again and reads back ``app.graph.serialize()``: every node
    of the file must be there with the same type and exactly the same ``widgets_values``;
-3. with ``--thumbnails`` that session fits the graph into the window, takes a screenshot and
-   saves it as ``workflows/<name>.jpg`` (the template browser's thumbnail, beside the workflow).
+3. with ``--thumbnails`` that session closes what the frontend opened on its own (0.33's template
+   browser on a first visit; a dialog that will not close is a failure), fits the graph into the
+   window, takes a screenshot and saves it as ``workflows/<name>.jpg`` (the template browser's
+   thumbnail, beside the workflow).
 Not part of CI. Exit 0 when every workflow passed.
 """
 
@@ -83,6 +85,22 @@ class Browser:
             catch (e) {{ return JSON.stringify({{error: String(e)}}); }}
             return JSON.stringify(app.graph.serialize()); }})()""")
         return json.loads(out or '{"error": "no result"}')
+
+    def close_dialogs(self) -> list:
+        """Close what the frontend opened on its own (0.33 opens its template browser on a first
+        visit) with the dialogs' own close buttons, then Escape; returns the headers of dialogs
+        still open afterwards."""
+        opened = """[...document.querySelectorAll('[role=dialog], .p-dialog')].filter(d => d.offsetParent !== null)"""
+        for _ in range(3):
+            if not self.js(f"({opened}).length"):
+                return []
+            self.js(f"""({opened}).forEach(d => {{ const b = d.querySelector(
+                '.p-dialog-close-button, button[aria-label=Close], button[aria-label=close]'); if (b) b.click(); }})""")
+            for kind in ("keyDown", "keyUp"):
+                self.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape",
+                          windowsVirtualKeyCode=27)
+            time.sleep(0.8)
+        return self.js(f"({opened}).map(d => (d.innerText || '').slice(0, 80))") or []
 
     def screenshot_fitted(self, png: Path, chrome=(60, 80), margin: int = 20) -> float:
         """Fit the whole graph into the part of the window the frontend's side bar (`chrome[0]` px)
@@ -166,6 +184,10 @@ def serve(port: int) -> str:
     for f in sorted((models.parent / "input").glob("*")):
         cmd += ["--input-file", str(f)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, COMFY_HOSTENV=str(HOSTENV)))
+    # A returning user: the frontend opens its template browser on a first visit (over the graph).
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/settings/Comfy.TutorialCompleted", data=b"true",
+                                 method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=30).close()
     return version
 
 
@@ -193,6 +215,10 @@ def main(argv=None) -> int:
                 if any(w in dialogs.lower() for w in ("missing", "error", "not found")):
                     problems.append(f"dialog: {dialogs[:200]!r}")
                 problems += compare(wf, browser.loaded_graph(wf))
+                if args.thumbnails and not problems:
+                    still_open = browser.close_dialogs()
+                    if still_open:
+                        problems.append(f"a dialog covers the graph: {still_open}")
                 if args.thumbnails and not problems:
                     zoom = browser.screenshot_fitted(png)
                     to_thumbnail(png, path.with_suffix(".jpg"))
