@@ -98,5 +98,5 @@ class PiDDecodeLatent(node_base.ImageNode):
             if anchor_colors:
                 image = anchor_to(image, reference, inplace=True)
                 anchored = color_check.compare(image, reference)
-        report = color_check.describe(check, float(sigma), anchored)
+        report = color_check.describe(check, float(sigma), anchored, newer_checkpoint=dec.info.version != "v1.5")
         return image.movedim(1, -1).to(host.intermediate_device()), report

@@ -137,8 +137,14 @@ def _lean(d: Drift) -> str:
     return f"leans {word[axis, value > 0]} (Δ{axis}* {value:+.1f})"
 
 
-def describe(report: ColorReport | None, sigma: float = 0.0, anchored: ColorReport | None = None) -> str:
-    """The text of PiD Decode Latent's colour report (``report`` None: no VAE connected)."""
+def _share(share: float) -> str:
+    return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
+
+
+def describe(report: ColorReport | None, sigma: float = 0.0, anchored: ColorReport | None = None,
+             newer_checkpoint: bool = True) -> str:
+    """The text of PiD Decode Latent's colour report (``report`` None: no VAE connected).
+    ``newer_checkpoint``: whether a drift verdict may suggest the v1.5 checkpoint (False on v1.5)."""
     if report is None:
         return ("no colour check: connect the LDM's VAE to PiD Decode Latent's vae input to compare "
                 "PiD's colours with a VAE decode of the same latent.")
@@ -148,7 +154,7 @@ def describe(report: ColorReport | None, sigma: float = 0.0, anchored: ColorRepo
     worst = []
     for name, d in report.bands.items():
         lean = _lean(d)
-        lines.append(f"{name} ({d.share:.0%} of pixels): ΔE {d.delta_e:.1f}, chroma {d.chroma:+.1f}"
+        lines.append(f"{name} ({_share(d.share)} of pixels): ΔE {d.delta_e:.1f}, chroma {d.chroma:+.1f}"
                      f"{', ' + lean if lean else ''}")
         if d.delta_e > BAND_DELTA_E and d.share >= 0.05:
             worst.append(f"{name} ΔE {d.delta_e:.1f}{' ' + lean if lean else ''}")
@@ -156,8 +162,8 @@ def describe(report: ColorReport | None, sigma: float = 0.0, anchored: ColorRepo
         lines.append("verdict: colours match the VAE decode")
     else:
         parts = [f"mean ΔE {o.delta_e:.1f}", f"chroma {o.chroma:+.1f}", *worst]
-        lines.append(f"verdict: colour drift: {', '.join(parts)}; try anchor_colors or the v1.5 "
-                     f"checkpoint")
+        lines.append(f"verdict: colour drift: {', '.join(parts)}; try anchor_colors"
+                     + (" or the v1.5 checkpoint" if newer_checkpoint else ""))
     if anchored is not None:
         lines.append(f"after anchor_colors: mean ΔE {anchored.overall.delta_e:.1f}, "
                      f"chroma {anchored.overall.chroma:+.1f}")

@@ -85,6 +85,16 @@ def test_a_shadow_only_shift_shows_in_the_shadow_band():
     text = cc.describe(rep)
     assert "shadows (50% of pixels)" in text and "midtones (1% of pixels)" in text and "leans green (Δa* -" in text
     assert "verdict: colour drift:" in text and "try anchor_colors or the v1.5 checkpoint" in text
+    on_v15 = cc.describe(rep, newer_checkpoint=False)
+    assert on_v15.splitlines()[-1].endswith("; try anchor_colors") and "v1.5" not in on_v15
+
+
+def test_a_band_of_a_few_pixels_is_shown_as_under_one_percent():
+    ref = torch.full((1, 3, 64, 64), 0.8)
+    ref[..., :1, :1] = 0.05                                   # one dark pixel in 4096
+    rep = cc.compare(ref.clone(), ref, cutoff=1)
+    assert 0 < rep.bands["shadows"].share < 0.005
+    assert "shadows (<1% of pixels)" in cc.describe(rep)
 
 
 def test_verdict_lines():

@@ -1,4 +1,4 @@
-"""The fast path (issue 4): memory-bounded chunking and slicing change no result beyond fp32
+"""The fast path: memory-bounded chunking and slicing change no result beyond fp32
 rounding, bf16 stays within a stated tolerance of fp32, weights are stored once, compile is opt-in."""
 
 from __future__ import annotations

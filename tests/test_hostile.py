@@ -1,5 +1,5 @@
 """Hostile inputs: every bad input gets a typed error whose message says what was seen, what was
-expected and how to fix it (issue 5, item 1).
+expected and how to fix it.
 
 Each row of the tables below is one case: a call, the error class it must raise (checked by name
 along the class hierarchy, so the same table works for ``pid_core`` and for the pack's own copy
@@ -713,7 +713,7 @@ def test_node_functions(case, env, nodes):
     _assert_error(case, info.value)
 
 
-# --- faults: out of memory on the whole-image path (issue 5, item 3) ----------------------------
+# --- faults: out of memory on the whole-image path ----------------------------
 #
 # Needed behaviour (decode with tile=None, i.e. automatic): try the whole image; on
 # torch.OutOfMemoryError log a WARNING naming the size and the tile it retries with, free the

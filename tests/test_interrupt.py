@@ -1,4 +1,4 @@
-"""Interruption mid-decode leaves no partial state (issue 5, item 2).
+"""Interruption mid-decode leaves no partial state.
 
 A decode is stopped the way ComfyUI stops it: the step callback raises (ComfyUI's
 ``InterruptProcessingException`` is an ordinary ``Exception``; Ctrl-C is a ``KeyboardInterrupt``).
@@ -11,7 +11,6 @@ variant (allocated memory back to its baseline) runs only where a GPU is present
 from __future__ import annotations
 
 import gc
-import inspect
 import os
 
 import pytest
@@ -160,10 +159,6 @@ def test_memory_returns_to_baseline_over_repeated_interruptions(state_dict):
 
 def test_tiled_decode_interrupted_between_tiles(state_dict):
     dec = load_decoder(state_dict, dtype="fp32")
-    params = inspect.signature(dec.decode).parameters
-    if "tile" not in params:
-        pytest.skip("PiDDecoder.decode has no tile= argument yet (tiling issue 4); "
-                    "interruption between tiles is tested once it lands")
     reference = load_decoder(state_dict, dtype="fp32").decode(LATENT, 0.2, TEXT, **ARGS)
     callback, calls = interrupt_at(2)
     try:

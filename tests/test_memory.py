@@ -1,4 +1,4 @@
-"""The analytic cost model (issue 4): FLOP counts, the memory estimator (monotone, and checked
+"""The analytic cost model: FLOP counts, the memory estimator (monotone, and checked
 against an exact trace of the real code on the meta device), the tile planner."""
 
 from __future__ import annotations

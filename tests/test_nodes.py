@@ -201,6 +201,10 @@ def test_decode_reports_colours_against_the_vae_and_anchors_on_request():
     assert vae.decoded_shapes == [(1, 16, 4, 6)]               # decoded once, at the VAE's own size
     assert "compared at 48x32" in report and "mean ΔE" in report and "shadows" in report
     assert "verdict: colour drift:" in report                 # a random net does not match
+    assert report.splitlines()[-1].endswith("try anchor_colors")   # already on v1.5: no v1.5 advice
+    v1_model, _ = load("flux_2k")
+    _, v1_report = node.decode(v1_model, {"samples": latent}, 0.0, vae=FakeVAE(16), **args)
+    assert v1_report.splitlines()[-1].endswith("try anchor_colors or the v1.5 checkpoint")
     fixed, fixed_report = node.decode(model, {"samples": latent}, 0.0, vae=vae, anchor_colors=True, **args)
     assert fixed.shape == raw.shape == (1, 128, 192, 3) and not torch.equal(fixed, raw)
     reference = torch.nn.functional.interpolate(vae.decode(latent).movedim(-1, 1), size=(128, 192))

@@ -1,4 +1,4 @@
-"""Property test (issue 5, item 4): over latent shapes, dtypes and values, sigmas, steps, seeds,
+"""Property test: over latent shapes, dtypes and values, sigmas, steps, seeds,
 output sizes, latent formats and prompt batches on tiny nets, a decode either returns a
 correct-shape float32 image in [0, 1] or raises one of the documented errors — and which of the two
 is predicted by an independent oracle written from the documented rules (README, Troubleshooting), so the

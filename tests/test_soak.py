@@ -1,4 +1,4 @@
-"""Soak: 200 decodes in a row with flat memory (issue 5, item 5).
+"""Soak: 200 decodes in a row with flat memory.
 
 CPU: the smallest tiny net, 1x1 and 1x2 latents, steps cycling 1..4, seeds and sigmas varying, and
 every fifth call a hostile input that must fail with a PiDError (a server meets both). After a

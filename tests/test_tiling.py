@@ -1,4 +1,4 @@
-"""Tiled decoding (issue 4): one tile == whole decode exactly, seam-free blending, geometry,
+"""Tiled decoding: one tile == whole decode exactly, seam-free blending, geometry,
 progress over tiles x steps, the envelope rules for tiled sizes."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-host hostile check (issue 5, item 6): in a real ComfyUI (../shared/tools/comfy_host.py), PiD
+# Real-host hostile check: in a real ComfyUI (../shared/tools/comfy_host.py), PiD
 # workflows with bad inputs are rejected by ComfyUI's validation or fail with PiD's own message, and
 # the same server then still runs a valid PiD prompt.
 #
