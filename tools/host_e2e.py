@@ -56,6 +56,11 @@ def comfy_version() -> str:
     return text.split('"')[1] if '"' in text else text.strip()
 
 
+def state_dir() -> Path:
+    """comfy_host.py's state dir (one port-N/ per server, with its workdir and server.log)."""
+    return Path(os.environ.get("COMFY_HOST_STATE") or Path(os.environ.get("TMPDIR") or "/tmp") / "comfy_host")
+
+
 def build_standins(out: Path, only) -> dict:
     env = dict(os.environ, PYTHONPATH=str(HOSTENV / "ComfyUI"), PID_HOST_MODELS=str(CACHE))
     t0 = time.time()
@@ -181,8 +186,7 @@ def main(argv=None) -> int:
         serve += ["--input-file", str(f)]
     served = harness(*serve)
     print(served.stdout.strip())
-    state = Path(os.environ.get("COMFY_HOST_STATE") or Path(os.environ.get("TMPDIR") or "/tmp") / "comfy_host")
-    log = state / f"port-{args.port}" / "server.log"
+    log = state_dir() / f"port-{args.port}" / "server.log"
     rows = []
     try:
         object_info = http(args.port, "/object_info")
