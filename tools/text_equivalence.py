@@ -238,7 +238,7 @@ def run_hf(work: Path, dtype: str, comfy_norm: bool = False) -> None:
 
     text = import_pack("pid_core.text")
     t0 = time.time()
-    enc = text.TransformersGemmaEncoder(work / "hf", device="cpu", dtype=dtype)
+    enc = import_pack("pid_core.gemma_hf").TransformersGemmaEncoder(work / "hf", device="cpu", dtype=dtype)
     if comfy_norm:
         for name, module in enc.model.named_modules():
             if type(module).__name__.endswith("RMSNorm"):

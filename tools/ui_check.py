@@ -4,8 +4,8 @@
 
 Needs Debian's ``chromium`` and a python with ``websocket-client`` and Pillow (e.g.
 ``python3 -m venv ~/.cache/pid_ui_venv && ~/.cache/pid_ui_venv/bin/pip install websocket-client pillow``).
-Serves the pack with the stand-in models of tools/host_fixtures.py (so loaders are not flagged for
-missing files), then for each workflow in workflows/:
+Serves the pack with the stand-in models of tools/host_fixtures.py, built or completed first (so
+loaders are not flagged for missing files), then for each workflow in workflows/:
 
 1. ``../shared/tools/comfy_ui_shot.py`` loads it with the frontend's ``app.loadGraphData``: node
    types the frontend flags and a dialog about missing nodes or errors are failures;
@@ -33,13 +33,10 @@ import urllib.request
 from pathlib import Path
 
 import websocket
-from host_e2e import FRONTEND_ONLY
+from host_e2e import CACHE, FRONTEND_ONLY, HOSTENV, ROOT, build_standins
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COMFY_HOST_TOOLS_DIR", ROOT.parent / "shared" / "tools"))
-HOSTENV = Path(os.environ.get("COMFY_HOSTENV", Path.home() / ".cache" / "comfy_host")).expanduser()
-CACHE = Path(os.environ.get("PID_HOST_MODELS", Path.home() / ".cache" / "pid_host_models"))
 APP = "(window.app || (window.comfyAPI && window.comfyAPI.app && window.comfyAPI.app.app))"
 
 
@@ -179,8 +176,7 @@ def to_thumbnail(png: Path, jpg: Path) -> None:
 def serve(port: int) -> str:
     version = (HOSTENV / "ComfyUI" / "comfyui_version.py").read_text().split('"')[1]
     models = CACHE / f"run-{version}" / "models"
-    if not models.is_dir():
-        raise SystemExit(f"no stand-in models for ComfyUI {version}: run tools/host_e2e.py (or host_fixtures.py) first")
+    build_standins(models.parent, None)   # every workflow's files (cached: seconds when built)
     cmd = [sys.executable, str(SHARED / "comfy_host.py"), "serve", "--pack", str(ROOT), "--name", "ComfyUI-PiD",
            "--models", str(models), "--port", str(port)]
     for f in sorted((models.parent / "input").glob("*")):
