@@ -23,7 +23,7 @@ Run (≈6 GB of disk in the work dir, ≈12 GB RAM peak, ~15 min on 2 CPU cores)
 (``~/.cache/comfy_host_v033`` or ``~/.cache/comfy_host``)::
 
     W=/tmp/pid_text_equiv/$(basename $H)
-    $H/venv/bin/pip install --target $W/pydeps 'protobuf<6'          # transformers < 5 only
+    $H/venv/bin/pip install --target $W/pydeps protobuf   # transformers < 5 only (gencode of sentencepiece 0.2.3 needs >= 7.36)
     PYTHONPATH=$H/ComfyUI:$W/pydeps $H/venv/bin/python tools/text_equivalence.py all --work $W
 
 ``protobuf`` is needed once by ``prepare`` on transformers < 5 to convert the SentencePiece model
