@@ -23,12 +23,13 @@ Run (≈6 GB of disk in the work dir, ≈12 GB RAM peak, ~15 min on 2 CPU cores)
 (``~/.cache/comfy_host_v033`` or ``~/.cache/comfy_host``)::
 
     W=/tmp/pid_text_equiv/$(basename $H)
-    $H/venv/bin/pip install --target $W/pydeps protobuf   # transformers < 5 only (gencode of sentencepiece 0.2.3 needs >= 7.36)
+    $H/venv/bin/pip install --target $W/pydeps protobuf    # transformers < 5 only (protobuf >= 7.36)
     PYTHONPATH=$H/ComfyUI:$W/pydeps $H/venv/bin/python tools/text_equivalence.py all --work $W
 
-``protobuf`` is needed once by ``prepare`` on transformers < 5 to convert the SentencePiece model
-(on 5.x the vocabulary and merges are handed over directly, tools/standins/gemma.py); ``prepare``
-checks the transformers tokenizer encodes every prompt exactly as SentencePiece does.
+``protobuf`` is needed once by ``prepare`` on transformers < 5 to convert the SentencePiece model (a
+current one: sentencepiece 0.2.3's generated code needs protobuf >= 7.36; on 5.x the vocabulary and
+merges are handed over directly, tools/standins/gemma.py); ``prepare`` checks the transformers
+tokenizer encodes every prompt exactly as SentencePiece does.
 Stages: ``prepare`` (tokenizer + weights), ``host``, ``hf``
 (``--dtype fp32|bf16``), ``fp8`` (the same weights re-saved fp8-scaled, through the host),
 ``compare``; ``all`` runs them, each in its own process so the 5 GB models are not held twice;
