@@ -134,10 +134,7 @@ def main(argv=None) -> int:
     version = host_e2e.comfy_version()
     out = host_e2e.CACHE / f"run-{version}"
     host_e2e.build_standins(out, ["pid_decode_saved_latent", "pid_upscale_2k_to_4k"])
-    serve = ["serve", "--pack", str(host_e2e.ROOT), "--name", "ComfyUI-PiD", "--models", str(out / "models"),
-             "--port", str(args.port), "--extra-args", f"--preview-method auto --preview-size {PREVIEW_SIZE}"]
-    for f in sorted((out / "input").glob("*")):
-        serve += ["--input-file", str(f)]
+    serve = host_e2e.serve_args(out, args.port, extra_args=f"--preview-method auto --preview-size {PREVIEW_SIZE}")
     print(harness(*serve).stdout.strip())
     workdir = host_e2e.state_dir() / f"port-{args.port}"
     ws_class, failures = load_ws_client(), []

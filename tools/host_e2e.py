@@ -61,6 +61,19 @@ def state_dir() -> Path:
     return Path(os.environ.get("COMFY_HOST_STATE") or Path(os.environ.get("TMPDIR") or "/tmp") / "comfy_host")
 
 
+def serve_args(out: Path, port: int, probe: bool = False, extra_args: str | None = None) -> list:
+    """comfy_host.py ``serve`` arguments: this pack (and the probe pack) on the stand-ins in ``out``."""
+    args = ["serve", "--pack", str(ROOT), "--name", "ComfyUI-PiD"]
+    if probe:
+        args += ["--pack", str(ROOT / "tools" / "host_probe"), "--name", "pid_host_probe"]
+    args += ["--models", str(out / "models"), "--port", str(port)]
+    if extra_args:
+        args += ["--extra-args", extra_args]
+    for f in sorted((out / "input").glob("*")):
+        args += ["--input-file", str(f)]
+    return args
+
+
 def build_standins(out: Path, only) -> dict:
     env = dict(os.environ, PYTHONPATH=str(HOSTENV / "ComfyUI"), PID_HOST_MODELS=str(CACHE))
     t0 = time.time()
@@ -71,8 +84,10 @@ def build_standins(out: Path, only) -> dict:
 
 
 def missing_on_host(api: dict, ui: dict, object_info: dict) -> list:
-    """Node types and combo values of the workflow that this ComfyUI does not offer."""
-    missing = sorted(t for t in host_graph.node_types(ui) if t not in object_info and t not in FRONTEND_ONLY)
+    """Core node types and combo values of the workflow that this ComfyUI does not offer. The pack's
+    own nodes never count: one missing is the pack's failure, which the run must report, not skip."""
+    missing = sorted(t for t in host_graph.node_types(ui)
+                     if t not in object_info and t not in FRONTEND_ONLY and not t.startswith("PiD_"))
     if missing or api is None:
         return [f"no node type {t} in this ComfyUI" for t in missing]
     out = []
@@ -179,11 +194,7 @@ def main(argv=None) -> int:
     version = comfy_version()
     out = CACHE / f"run-{version}"
     manifest = build_standins(out, args.only)
-    inputs = sorted((out / "input").glob("*"))
-    serve = ["serve", "--pack", str(ROOT), "--name", "ComfyUI-PiD", "--pack", str(ROOT / "tools" / "host_probe"),
-             "--name", "pid_host_probe", "--models", str(out / "models"), "--port", str(args.port)]
-    for f in inputs:
-        serve += ["--input-file", str(f)]
+    serve = serve_args(out, args.port, probe=True)
     served = harness(*serve)
     print(served.stdout.strip())
     log = state_dir() / f"port-{args.port}" / "server.log"

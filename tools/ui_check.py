@@ -32,8 +32,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import host_e2e
 import websocket
-from host_e2e import CACHE, FRONTEND_ONLY, HOSTENV, ROOT, build_standins
+from host_e2e import ROOT
 from PIL import Image
 
 SHARED = Path(os.environ.get("COMFY_HOST_TOOLS_DIR", ROOT.parent / "shared" / "tools"))
@@ -174,31 +175,15 @@ def to_thumbnail(png: Path, jpg: Path) -> None:
 
 
 def serve(port: int) -> str:
-    version = (HOSTENV / "ComfyUI" / "comfyui_version.py").read_text().split('"')[1]
-    models = CACHE / f"run-{version}" / "models"
-    build_standins(models.parent, None)   # every workflow's files (cached: seconds when built)
-    cmd = [sys.executable, str(SHARED / "comfy_host.py"), "serve", "--pack", str(ROOT), "--name", "ComfyUI-PiD",
-           "--models", str(models), "--port", str(port)]
-    for f in sorted((models.parent / "input").glob("*")):
-        cmd += ["--input-file", str(f)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, COMFY_HOSTENV=str(HOSTENV)))
+    version = host_e2e.comfy_version()
+    out = host_e2e.CACHE / f"run-{version}"
+    host_e2e.build_standins(out, None)   # every workflow's files (cached: seconds when built)
+    host_e2e.harness(*host_e2e.serve_args(out, port))
     # A returning user: the frontend opens its template browser on a first visit (over the graph).
     req = urllib.request.Request(f"http://127.0.0.1:{port}/settings/Comfy.TutorialCompleted", data=b"true",
                                  method="POST", headers={"Content-Type": "application/json"})
     urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=30).close()
     return version
-
-
-def host_node_types(port: int) -> set:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://127.0.0.1:{port}/object_info", timeout=60) as r:
-        return set(json.loads(r.read()))
-
-
-def absent_core_nodes(wf: dict, host_types: set) -> list:
-    """Core node types a workflow uses that this ComfyUI does not have (the pack's own never count)."""
-    used = {n["type"] for n in wf.get("nodes", [])}
-    return sorted(t for t in used - host_types - FRONTEND_ONLY if not t.startswith("PiD_"))
 
 
 def main(argv=None) -> int:
@@ -211,16 +196,16 @@ def main(argv=None) -> int:
     version = serve(args.port)
     failures, skipped = 0, 0
     try:
-        host_types = host_node_types(args.port)
+        object_info = host_e2e.http(args.port, "/object_info")
         browser = Browser(args.port, args.devtools_port, args.wait)
         with tempfile.TemporaryDirectory() as tmp:
             env = chromium_shim(Path(tmp))
             for path in sorted((ROOT / "workflows").glob("*.json")):
                 wf = json.loads(path.read_text())
-                absent = absent_core_nodes(wf, host_types)
+                absent = host_e2e.missing_on_host(None, wf, object_info)
                 if absent:   # the frontend would flag them too: a workflow for a newer ComfyUI
                     skipped += 1
-                    print(f"{path.stem:34s} SKIPPED  this ComfyUI has no {', '.join(absent)}", flush=True)
+                    print(f"{path.stem:34s} SKIPPED  {'; '.join(absent)}", flush=True)
                     continue
                 png = Path(tmp) / f"{path.stem}.png"
                 info = shot(args.port, path, png, args.wait, env)
@@ -247,8 +232,7 @@ def main(argv=None) -> int:
                       + problems_note, flush=True)
         browser.close()
     finally:
-        subprocess.run([sys.executable, str(SHARED / "comfy_host.py"), "stop", "--port", str(args.port)],
-                       check=False, stdout=subprocess.DEVNULL, env=dict(os.environ, COMFY_HOSTENV=str(HOSTENV)))
+        host_e2e.harness("stop", "--port", str(args.port), check=False)
     total = len(list((ROOT / "workflows").glob("*.json"))) - skipped
     print(f"ComfyUI {version} frontend: {total - failures}/{total} workflows loaded as they are"
           + (f" ({skipped} skipped: core nodes this ComfyUI lacks)" if skipped else ""))
