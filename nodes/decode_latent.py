@@ -81,6 +81,7 @@ class PiDDecodeLatent(node_base.ImageNode):
             },
         }
 
+    @node_base.explains_errors
     def decode(self, pid_model, latent, sigma, prompt, seed, steps, latent_format="auto",
                output_long_side=0, model=None, vae=None, anchor_colors=False, tile_size=0):
         dec = pid_model.decoder

@@ -71,6 +71,7 @@ class PiDLoadModel:
             },
         }
 
+    @node_base.explains_errors
     def load(self, checkpoint, text_encoder, dtype, download=OFF, clip=None):
         path, encoder_path = _download(download)
         label = checkpoint if path is None else path

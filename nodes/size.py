@@ -50,6 +50,7 @@ class PiDSize:
             },
         }
 
+    @node_base.explains_errors
     def size(self, pid_model, size, custom_width=4096, custom_height=4096):
         info = pid_model.info
         hw = (custom_height, custom_width) if size == CUSTOM else parse_size_label(size)[1]

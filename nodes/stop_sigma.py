@@ -53,6 +53,7 @@ class PiDStopSigma:
             },
         }
 
+    @node_base.explains_errors
     def compute(self, model, sampler_name, scheduler, steps, end_at_step,
                 return_with_leftover_noise="enable", sigmas=None):
         sampling = host.model_sampling(model)

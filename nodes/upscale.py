@@ -55,6 +55,7 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
             },
         }
 
+    @node_base.explains_errors
     def upscale(self, pid_model, image, vae, prompt, long_side, anchor_colors=True, seed=0,
                 steps=4, latent_format="auto"):
         dec = pid_model.decoder

@@ -77,7 +77,7 @@ class TextFeatures:
         self.encoded = 0
 
     def get(self, item: Item):
-        from .cli import read_text_embeds
+        from .cli_io import read_text_embeds
         from .text import encode_captions
         key = item.text_key
         if key in self.cache:
@@ -147,10 +147,10 @@ def run_batch(decoder, items: list[Item], out_dir, *, world: World | None = None
     """Decode this process's share of ``items`` into ``out_dir``; returns its ``Report``.
 
     ``settings``: decode settings that change the pixels (checkpoint, dtype, tiles…), part of
-    each item's key. ``write_image(path, image [3, H, W] in [0, 1])`` writes one output
-    (default: ``cli.write_png``).
+    each item's key. ``write_image(path, image [3, H, W] in [0, 1], made_with)`` writes one output
+    with the parameters that made it (default: ``cli_io.write_png``, which stores them in the PNG).
     """
-    from .cli import file_noise_frame, read_latent, write_png
+    from .cli_io import file_noise_frame, fix_hint, read_latent, write_png
     world = world or World()
     text = text or TextFeatures()
     write_image = write_image or write_png
@@ -181,12 +181,18 @@ def run_batch(decoder, items: list[Item], out_dir, *, world: World | None = None
                                                                       item.noise_frame),
                                          tile_overlap=tile_overlap)
                     remove_stale_temporaries(out, [*names, item.name + RECORD_SUFFIX])
+                    made_with = {**(settings or {}), "latent": str(item.latent), "prompt": item.prompt,
+                                 "text_embeds": item.text_embeds, "sigma": item.sigma, "seed": item.seed,
+                                 "steps": item.steps, "size": [img.shape[-2], img.shape[-1]],
+                                 "latent_format": item.latent_format, "noise_frame": item.noise_frame,
+                                 "manifest_row": item.row}
                     for b, name in enumerate(names):
-                        atomic_write(out / name, lambda tmp: write_image(str(tmp), img[b].cpu()))
+                        atomic_write(out / name, lambda tmp: write_image(str(tmp), img[b].cpu(),
+                                                                         {**made_with, "batch_index": b}))
                     write_record(out, item, key, names, time.monotonic() - start)
                     report.decoded += names
             except Exception as exc:   # one bad item never stops the batch
-                reason = str(exc) if isinstance(exc, _RowError) else f"{type(exc).__name__}: {exc}"
+                reason = str(exc) if isinstance(exc, _RowError) else f"{type(exc).__name__}: {exc}{fix_hint(exc, True)}"
                 report.failed.append((item.row, item.name, reason))
                 bar.write(f"row {item.row} ({item.name}) failed: {reason}")
                 log.debug("row %d failed", item.row, exc_info=not isinstance(exc, (_RowError, PiDInputError)))

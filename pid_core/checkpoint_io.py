@@ -29,8 +29,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.exists():
         raise CheckpointReadError(
-            f"PiD checkpoint '{p}' does not exist. Put the decoder file in ComfyUI/models/pid/ "
-            f"(or pass the full path) and check the spelling.")
+            f"PiD checkpoint '{p}' does not exist. Check the path and its spelling.")
     if p.is_dir():
         raise CheckpointReadError(f"'{p}' is a folder; expected a .safetensors or .pth decoder file.")
     size = p.stat().st_size

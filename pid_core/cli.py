@@ -12,74 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import struct
+import shlex
 import sys
-import zlib
 from pathlib import Path
 
 import torch
 
+from .cli_io import file_noise_frame, fix_hint, read_latent, read_text_embeds, write_png
 from .errors import PiDError, PiDInputError
-from .latents import FRAMES, choose_format
-
-COMFY_LATENT_MARKER = "latent_format_version_0"
-LEGACY_LATENT_SCALE = 1.0 / 0.18215   # ComfyUI LoadLatent applies this to files without the marker
-
-
-def read_latent(path: str) -> torch.Tensor:
-    """A latent from a ComfyUI ``.latent`` file or a safetensors file holding one tensor."""
-    from safetensors.torch import load_file
-    p = Path(path)
-    if not p.is_file():
-        raise PiDInputError(f"latent file '{p}' does not exist.")
-    try:
-        data = load_file(str(p))
-    except Exception as exc:  # safetensors raises several types for a bad header
-        raise PiDInputError(f"could not read latent file '{p.name}' as safetensors: {exc}") from exc
-    if "latent_tensor" in data:   # ComfyUI SaveLatent format, same rule as its LoadLatent
-        scale = 1.0 if COMFY_LATENT_MARKER in data else LEGACY_LATENT_SCALE
-        return data["latent_tensor"].float() * scale
-    tensors = {k: v for k, v in data.items() if v.dim() >= 4}
-    for key in ("samples", "latent", "latents"):
-        if key in tensors:
-            return tensors[key].float()
-    if len(tensors) == 1:
-        return next(iter(tensors.values())).float()
-    raise PiDInputError(f"'{p.name}' holds {sorted(data)}; expected one 4-D/5-D latent tensor "
-                        f"(or a ComfyUI .latent with 'latent_tensor').")
-
-
-def file_noise_frame(path, decoder, latent_format=None, frame: str | None = None) -> str:
-    """The noise frame of a latent read from ``path`` (``frame`` if given): a ComfyUI ``.latent``
-    holds what ComfyUI's sampler returned (the format's ``comfy_frame``, e.g. x_t / (1 - s) for a
-    flow model); other files upstream's convention (the format's ``frame``)."""
-    if frame is not None:
-        return frame
-    fmt = choose_format(latent_format, decoder.info.latent_formats, decoder.info.describe())
-    return fmt.comfy_frame if str(path).lower().endswith(".latent") else fmt.frame
-
-
-def read_text_embeds(path: str) -> torch.Tensor:
-    from safetensors.torch import load_file
-    data = load_file(path)
-    tensors = [v for v in data.values() if v.dim() == 3]
-    if len(tensors) != 1:
-        raise PiDInputError(f"'{path}' must hold exactly one [B, 300, 2304] tensor; found {sorted(data)}.")
-    return tensors[0].float()
-
-
-def write_png(path: str, image: torch.Tensor) -> None:
-    """Save ``[3, H, W]`` in [0, 1] as an 8-bit RGB PNG (stdlib only)."""
-    arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-    h, w, _ = arr.shape
-    raw = b"".join(b"\x00" + bytes(arr[row].flatten().tolist()) for row in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    Path(path).write_bytes(png)
+from .latents import FRAMES
 
 
 def _info(args) -> int:
@@ -145,9 +86,14 @@ def _decode(args) -> int:
         if not world.is_main:
             return 0
     out = Path(args.output)
+    made_with = {"checkpoint": Path(args.checkpoint).name, "latent": str(args.latent),
+                 "prompt": args.prompt, "text_embeds": args.text_embeds, "sigma": args.sigma, "seed": args.seed,
+                 "steps": args.steps, "size": [img.shape[-2], img.shape[-1]], "latent_format": args.latent_format,
+                 "noise_frame": args.noise_frame, "dtype": str(dec.dtype).replace("torch.", ""), "tile": args.tile,
+                 "command": "python -m pid_core " + shlex.join(args.argv)}
     for b in range(img.shape[0]):
         target = out if img.shape[0] == 1 else out.with_name(f"{out.stem}_{b}{out.suffix}")
-        write_png(str(target), img[b].cpu())
+        write_png(str(target), img[b].cpu(), {**made_with, "batch_index": b})
         print(f"wrote {target} ({img.shape[-1]}x{img.shape[-2]})")
     return 0
 
@@ -191,7 +137,8 @@ BATCH_EPILOG = """manifest: one JSON object per line; relative paths are relativ
   {"latent": "a.latent", "prompt": "a red fox", "sigma": 0.3449, "seed": 1}
   {"latent": "b.safetensors", "text_embeds": "b_embeds.safetensors", "latent_format": "flux",
    "size": "2048x2048", "steps": 4, "output": "b_2k"}
-keys: latent (required), prompt | text_embeds, sigma, latent_format, seed, steps, size, output;
+keys: latent (required), prompt | text_embeds, sigma, latent_format, noise_frame, seed, steps, size,
+output;
 a key a row leaves out takes the value of the option of that name (--sigma, --seed, --prompt...).
 --in DIR instead reads every .latent / .safetensors file of DIR with the prompt of the
 same-named .txt file beside it.
@@ -257,9 +204,10 @@ def main(argv=None) -> int:
     rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else None
     logging.basicConfig(level=logging.INFO, format="%(message)s" if rank is None else f"[rank {rank}] %(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     run = {"info": _info, "decode": _decode, "decode-batch": _decode_batch}[args.cmd]
     try:
         return run(args)
     except PiDError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{fix_hint(exc)}", file=sys.stderr)
         return 2

@@ -188,8 +188,8 @@ class PiDDecoder:
             raise NonFiniteOutputError(
                 f"PiD produced {bad} NaN/infinite pixel values with compute dtype "
                 f"{str(self.dtype).replace('torch.', '')}: fp16 can overflow in this network, or the checkpoint "
-                f"holds NaN weights. Use bf16 or fp32 in PiD Load Model; if it persists, download "
-                f"the checkpoint again.")
+                f"holds NaN weights. Use the bf16 or fp32 compute dtype; if it persists, download "
+                f"the checkpoint again.", input_name="dtype")
         return to_image(out, out_dtype)
 
     def _run(self, plan: DecodePlan, z, sig, y, seed: int, steps: int, noise_device: str,

@@ -98,8 +98,8 @@ def check_is_pid(sd: dict[str, torch.Tensor], name: str) -> None:
     for markers, what in _OTHER_MODELS:
         if any(any(k.endswith(m) for k in keys) for m in markers):
             raise NotAPiDCheckpointError(
-                f"'{name}' is {what}. Select a PiD decoder file (e.g. model_ema_bf16.pth from "
-                f"nvidia/PiD) in PiD Load Model.")
+                f"'{name}' is {what}. Use a PiD decoder file instead (e.g. model_ema_bf16.pth from "
+                f"nvidia/PiD, or a Comfy-Org pid_*.safetensors).")
     first = sorted(keys)[:3]
     raise NotAPiDCheckpointError(
         f"'{name}' is not a PiD decoder: none of its {len(keys)} tensors is named like one (expected "

@@ -1,7 +1,9 @@
 """Typed errors raised by pid_core.
 
-Every message says what was seen, what was expected and how to fix it. Errors about
-user input also derive from ``ValueError`` so generic callers can catch them.
+Every message says what was seen, what was expected and how to fix it, in terms of the API.
+``input_name`` names the input to change (an API keyword: "checkpoint", "latent_format", ...),
+which each front end spells its own way (a CLI flag, a node widget or model folder). Errors
+about user input also derive from ``ValueError`` so generic callers can catch them.
 """
 
 from __future__ import annotations
@@ -10,9 +12,18 @@ from __future__ import annotations
 class PiDError(Exception):
     """Base class of every error raised on purpose by pid_core."""
 
+    input_name: str | None = None
+
+    def __init__(self, message: str = "", *, input_name: str | None = None):
+        super().__init__(message)
+        if input_name is not None:
+            self.input_name = input_name
+
 
 class CheckpointError(PiDError):
     """A decoder file could not be read or is not a usable PiD checkpoint."""
+
+    input_name = "checkpoint"
 
 
 class CheckpointReadError(CheckpointError):
@@ -31,7 +42,7 @@ class StateDictMismatchError(CheckpointError):
     """Strict loading failed: keys are missing, unexpected, or have the wrong shape."""
 
     def __init__(self, message: str, missing=(), unexpected=(), mismatched=()):
-        super().__init__(message)
+        super().__init__(message, input_name="checkpoint")
         self.missing = tuple(missing)
         self.unexpected = tuple(unexpected)
         self.mismatched = tuple(mismatched)
@@ -47,6 +58,8 @@ class LatentMismatchError(PiDInputError):
 
 class TextEncodingError(PiDError):
     """The prompt could not be turned into PiD text features."""
+
+    input_name = "text"
 
 
 class DownloadError(PiDError):

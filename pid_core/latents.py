@@ -83,7 +83,7 @@ class LatentFormat:
         if not z.is_floating_point():
             raise PiDInputError(
                 f"latent must be a floating-point tensor; got dtype {z.dtype}. "
-                "Connect the LATENT produced by a sampler or a VAE Encode node.")
+                "Connect the LATENT produced by a sampler or a VAE Encode node.", input_name="latent")
         self.check_channels(z)
         z = z.to(torch.float32)
         return (z - _per_channel(self.shift, z)) * self.scale / _per_channel(self.std, z)
@@ -96,7 +96,8 @@ class LatentFormat:
         """
         frame = self.frame if frame is None else frame
         if frame not in FRAMES:
-            raise PiDInputError(f"noise frame {frame!r} is unknown; expected 'flow', 'comfy_flow' or 've'.")
+            raise PiDInputError(f"noise frame {frame!r} is unknown; expected 'flow', 'comfy_flow' or 've'.",
+                                input_name="noise_frame")
         if not isinstance(latent, Tensor) or latent.dim() != 4:
             shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
             raise PiDInputError(f"to_pid_frame expects a 4-D latent [B,C,h,w]; got {shape}.")
@@ -107,7 +108,7 @@ class LatentFormat:
                 f"sigma {s.tolist()} is above 1 for the flow-matching format '{self.name}'; "
                 "flow sigmas lie in [0, 1] (below 1 for a ComfyUI LATENT, which is stored as "
                 "x_t / (1 - sigma)). Pass the sigma of the step where the LDM stopped (0 for a "
-                "finished latent), or pick the 'sdxl' format for VE (EPS) sigmas.")
+                "finished latent), or pick the 'sdxl' format for VE (EPS) sigmas.", input_name="sigma")
         if frame == COMFY_FLOW:
             latent, frame = latent * (1.0 - s).view(-1, 1, 1, 1), FLOW
         if frame == FLOW and self.pid_frame == FLOW:
@@ -128,7 +129,7 @@ class LatentFormat:
             f"latent format '{self.name}' ({self.description}) expects {self.channels}-channel "
             f"latents [B,{self.channels},h,w]; the LATENT has shape {tuple(z.shape)} with "
             f"{z.shape[1]} channels{channel_hint(z.shape[1])}. Pick the latent format of the "
-            "model that made the latent.")
+            "model that made the latent.", input_name="latent_format")
 
 
 # One object per family. Constants: ComfyUI comfy/latent_formats.py (class in brackets).
@@ -172,10 +173,11 @@ def get_latent_format(name_or_format: Union[str, LatentFormat]) -> LatentFormat:
     if not isinstance(name_or_format, str):
         raise PiDInputError(
             f"latent format must be a name or a LatentFormat; got {type(name_or_format).__name__}. "
-            f"Valid names: {_valid_names()}.")
+            f"Valid names: {_valid_names()}.", input_name="latent_format")
     key = ALIASES.get(_key(name_or_format), _key(name_or_format))
     if key not in LATENT_FORMATS:
-        raise PiDInputError(f"unknown latent format {name_or_format!r}. Valid names: {_valid_names()}.")
+        raise PiDInputError(f"unknown latent format {name_or_format!r}. Valid names: {_valid_names()}.",
+                            input_name="latent_format")
     return LATENT_FORMATS[key]
 
 
@@ -206,7 +208,7 @@ def as_4d(latent: Tensor) -> Tensor:
     if not isinstance(latent, Tensor):
         raise PiDInputError(
             f"latent must be a torch.Tensor [B,C,h,w]; got {type(latent).__name__}. "
-            "Pass LATENT['samples'], not the LATENT dict.")
+            "Pass LATENT['samples'], not the LATENT dict.", input_name="latent")
     if latent.dim() == 4:
         return latent
     if latent.dim() == 5 and latent.shape[2] == 1:
@@ -215,13 +217,13 @@ def as_4d(latent: Tensor) -> Tensor:
         raise PiDInputError(
             f"got a 5-D latent of shape {tuple(latent.shape)} with {latent.shape[2]} frames; "
             "PiD decodes single images: expected [B,C,h,w] or [B,C,1,h,w]. "
-            "Decode video latents one frame at a time.")
+            "Decode video latents one frame at a time.", input_name="latent")
     fix = ("A [C,h,w] tensor lacks the batch axis: add it with latent.unsqueeze(0)."
            if latent.dim() == 3 else
            "Connect LATENT['samples'] from a sampler, VAE Encode or Load Latent.")
     raise PiDInputError(
         f"got a {latent.dim()}-D latent of shape {tuple(latent.shape)}; "
-        f"expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE). {fix}")
+        f"expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE). {fix}", input_name="latent")
 
 
 def check_latent(latent: Tensor, channels: int, checkpoint: str) -> Tensor:
@@ -234,30 +236,31 @@ def check_latent(latent: Tensor, channels: int, checkpoint: str) -> Tensor:
     if not z.is_floating_point():
         raise PiDInputError(
             f"latent has dtype {z.dtype}; expected a floating-point tensor. Connect the LATENT "
-            f"from a sampler, VAE Encode or Load Latent.")
+            f"from a sampler, VAE Encode or Load Latent.", input_name="latent")
     if z.shape[0] < 1 or z.shape[-1] < 1 or z.shape[-2] < 1:
         raise PiDInputError(
             f"latent has an empty dimension: shape {tuple(z.shape)}; expected [B,C,h,w] with "
             f"B, h and w at least 1. The node that made it produced no latent (an empty batch "
-            f"or a 0-pixel crop); check that node's size and batch settings.")
+            f"or a 0-pixel crop); check that node's size and batch settings.", input_name="latent")
     if z.is_meta:
-        raise PiDInputError("latent is on the 'meta' device (shape only, no values); pass a real tensor.")
+        raise PiDInputError("latent is on the 'meta' device (shape only, no values); pass a real tensor.",
+                            input_name="latent")
     if z.shape[1] != channels:
         raise LatentMismatchError(
             f"This PiD checkpoint ({checkpoint}) expects {channels}-channel latents; the "
             f"LATENT has {z.shape[1]} channels{channel_hint(z.shape[1])} (shape "
             f"{tuple(z.shape)}). Load the PiD checkpoint for the model that made the latent, "
-            f"or decode a latent of that model.")
+            f"or decode a latent of that model.", input_name="checkpoint")
     if not bool(torch.isfinite(z).all()):
         raise PiDInputError(
             "latent contains NaN or infinite values; the sampler that produced it diverged "
-            "(try another seed, fewer LoRAs, or fp32/bf16 instead of fp16).")
+            "(try another seed, fewer LoRAs, or fp32/bf16 instead of fp16).", input_name="latent")
     peak = float(z.abs().max())
     if peak > LATENT_ABS_LIMIT:
         raise PiDInputError(
             f"latent values reach {peak:.3g}; VAE latents stay far below {LATENT_ABS_LIMIT:g} "
             f"in magnitude, so this tensor is not a usable latent (wrongly scaled, or the "
-            f"sampler overflowed). Connect the LATENT from a sampler, VAE Encode or Load Latent.")
+            f"sampler overflowed). Connect the LATENT from a sampler, VAE Encode or Load Latent.", input_name="latent")
     return z
 
 
@@ -269,14 +272,16 @@ def choose_format(requested, trained: tuple, checkpoint: str) -> LatentFormat:
             raise LatentMismatchError(
                 f"This PiD checkpoint ({checkpoint}) accepts several latent formats with the "
                 f"same channel count ({', '.join(trained)}), which cannot be told apart "
-                f"from the tensor. Choose the latent format of the model that made the latent.")
+                f"from the tensor. Choose the latent format of the model that made the latent.",
+                input_name="latent_format")
         requested = trained[0]
     fmt = get_latent_format(requested)
     if fmt.name != "normalized" and fmt.name not in trained:
         raise LatentMismatchError(
             f"Latent format '{fmt.name}' ({fmt.description}) does not fit this PiD checkpoint, "
             f"which was trained on {'/'.join(trained)} latents ({checkpoint}). "
-            f"Load the PiD checkpoint made for {fmt.name} or pick the matching latent format.")
+            f"Load the PiD checkpoint made for {fmt.name} or pick the matching latent format.",
+            input_name="latent_format")
     return fmt
 
 
@@ -289,21 +294,22 @@ def _sigma_vector(sigma, batch: int, device) -> Tensor:
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, Tensor)):
         raise PiDInputError(
             f"sigma must be a number or a tensor of shape [B]; got {type(sigma).__name__} "
-            f"({sigma!r:.40}). {_SIGMA_FIX}")
+            f"({sigma!r:.40}). {_SIGMA_FIX}", input_name="sigma")
     if isinstance(sigma, (int, float)) and not math.isfinite(sigma):
-        raise PiDInputError(f"sigma must be a finite number; got {sigma}. {_SIGMA_FIX}")
+        raise PiDInputError(f"sigma must be a finite number; got {sigma}. {_SIGMA_FIX}", input_name="sigma")
     if isinstance(sigma, Tensor) and (sigma.is_complex() or sigma.dtype == torch.bool):
-        raise PiDInputError(f"sigma must be a real number; got a {sigma.dtype} tensor. {_SIGMA_FIX}")
+        raise PiDInputError(f"sigma must be a real number; got a {sigma.dtype} tensor. {_SIGMA_FIX}",
+                            input_name="sigma")
     s = torch.as_tensor(sigma, dtype=torch.float32, device=device).reshape(-1)
     if s.numel() == 1:
         s = s.expand(batch).clone()
     elif s.numel() != batch:
         raise PiDInputError(
             f"sigma has {s.numel()} values but the latent batch is {batch}; "
-            f"pass one sigma or one per latent ([{batch}]).")
+            f"pass one sigma or one per latent ([{batch}]).", input_name="sigma")
     if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
         raise PiDInputError(
-            f"sigma must be finite and >= 0 (a noise level); got {s.tolist()}. {_SIGMA_FIX}")
+            f"sigma must be finite and >= 0 (a noise level); got {s.tolist()}. {_SIGMA_FIX}", input_name="sigma")
     return s
 
 

@@ -41,7 +41,7 @@ def t_schedule(steps: int) -> tuple[float, ...]:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= MAX_STEPS:
         raise PiDInputError(
             f"steps={steps!r} is not supported: the distilled PiD decoders are trained for 4 steps; "
-            f"choose 1, 2, 3 or 4 (4 recommended; more steps would repeat timesteps).")
+            f"choose 1, 2, 3 or 4 (4 recommended; more steps would repeat timesteps).", input_name="steps")
     steps = int(steps)
     if steps == 1:
         return (1.0, 0.0)
@@ -94,7 +94,7 @@ def make_generator(seed: int) -> torch.Generator:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise PiDInputError(
             f"seed={seed!r} is out of range; expected a whole number in 0..2^64-1 "
-            f"(0..18446744073709551615). Use a non-negative integer seed.")
+            f"(0..18446744073709551615). Use a non-negative integer seed.", input_name="seed")
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 

@@ -44,7 +44,7 @@ def int_pair(size) -> tuple[int, int]:
             vals.append(int(f))
     except (TypeError, ValueError, OverflowError):
         raise PiDInputError(f"output_size must be (height, width) in whole pixels, multiples of 16 "
-                            f"(e.g. (2048, 2048)); got {size!r:.60}.") from None
+                            f"(e.g. (2048, 2048)); got {size!r:.60}.", input_name="output_size") from None
     return vals[0], vals[1]
 
 
@@ -53,14 +53,15 @@ def _check_patch_multiple(what: str, h: int, w: int) -> None:
         near = f"{max(16, round(h / 16) * 16)}x{max(16, round(w / 16) * 16)}"
         raise PiDInputError(f"{what} {h}x{w} is invalid: both sides must be positive multiples "
                             f"of 16 (PiD works on 16x16 pixel patches); the nearest valid size is "
-                            f"{near}.")
+                            f"{near}.", input_name="tile" if what == "tile" else "output_size")
 
 
 def _check_envelope(what: str, h: int, w: int, envelope, advice: str) -> None:
     if envelope is not None and not (envelope.min_side <= min(h, w) and max(h, w) <= envelope.max_side):
         raise PiDInputError(
             f"{what} {h}x{w} is outside what this checkpoint was trained for ({envelope.name}: "
-            f"sides {envelope.min_side}..{envelope.max_side} px){advice}")
+            f"sides {envelope.min_side}..{envelope.max_side} px){advice}",
+            input_name="tile" if what == "tile" else "output_size")
 
 
 def check_output_size(size, envelope=None, latent_hw=None, output_factor: int = 1) -> tuple[int, int]:
@@ -79,7 +80,7 @@ def check_output_size(size, envelope=None, latent_hw=None, output_factor: int = 
                 f"output size {h}x{w} (H x W) has another shape than the {lh}x{lw} latent (which "
                 f"decodes to {lh * output_factor}x{lw * output_factor}): the picture would be "
                 f"stretched {max(off, 1 / off):.2f}x. Keep the latent's aspect (were height and "
-                f"width swapped?), or crop the latent first.")
+                f"width swapped?), or crop the latent first.", input_name="output_size")
     _check_envelope("output size", h, w, envelope, "; outside it PiD produces artifacts. Choose a "
                     "size in that range, or use a tiled decode for larger images.")
     return h, w
@@ -98,7 +99,7 @@ def check_tiled_output_size(size, envelope=None, tile=None, latent_hw=None,
         raise PiDInputError(
             f"output size {h}x{w} is too large for a tiled decode (sides up to "
             f"{MAX_TILED_SIDE} px; one {MAX_TILED_SIDE}^2 RGB buffer alone is "
-            f"12 GiB). Choose a smaller output size.")
+            f"12 GiB). Choose a smaller output size.", input_name="output_size")
     if envelope is not None and min(h, w) < envelope.min_side:
         _check_envelope("output size", h, w, envelope, f": the short side is below "
                         f"{envelope.min_side} px, which tiling cannot change (a tile is never larger "

@@ -185,18 +185,18 @@ def check_text_features(text, batch: int, dim: int = TEXT_DIM, max_tokens: int =
         seen = tuple(text.shape) if isinstance(text, Tensor) else type(text).__name__
         raise PiDInputError(
             f"text features must be a tensor [B, L, {dim}] of Gemma-2-2B hidden states; got "
-            f"{seen}. Encode the prompt with pid_core.text (or the PiD nodes' text encoder).")
+            f"{seen}. Encode the prompt with pid_core.text (or the PiD nodes' text encoder).", input_name="text")
     if text.shape[1] < 1 or text.shape[1] > max_tokens:
         raise PiDInputError(
             f"text features have {text.shape[1]} tokens; PiD takes 1..{max_tokens} "
-            f"(the recipe in pid_core.text gives exactly {max_tokens}).")
+            f"(the recipe in pid_core.text gives exactly {max_tokens}).", input_name="text")
     if not bool(torch.isfinite(text).all()):
         raise PiDInputError("text features contain NaN or infinite values: the text encoder "
                             "overflowed (e.g. Gemma-2 run in fp16). Re-encode the prompt with the "
-                            "text encoder in bf16 or fp32.")
+                            "text encoder in bf16 or fp32.", input_name="text")
     if text.shape[0] not in (1, batch):
         raise PiDInputError(f"text features have batch {text.shape[0]} but the latent batch is "
-                            f"{batch}; pass one prompt for all latents or one per latent.")
+                            f"{batch}; pass one prompt for all latents or one per latent.", input_name="text")
     return text.expand(batch, -1, -1)
 
 

@@ -229,5 +229,6 @@ def tile_request(tile, overlap):
         raise PiDInputError(
             f"tile settings are invalid: tile={tile!r:.40}, tile_overlap={overlap!r:.40}; expected "
             f"tile None (whole image), 'auto' (chosen from the memory budget), a side in px or "
-            f"(height, width) in px (multiples of 16), and tile_overlap None or a number of px >= 0.")
+            f"(height, width) in px (multiples of 16), and tile_overlap None or a number of px >= 0.",
+            input_name="tile")
     return req, None if overlap is None else int(overlap)

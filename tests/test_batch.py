@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pid_core import cli
+from pid_core import cli, cli_io
 from pid_core.batch import Item, read_manifest, scan_folder
 from pid_core.batch_run import TextFeatures, run_batch
 from pid_core.decoder import load_decoder
@@ -150,11 +150,11 @@ def test_a_failed_write_leaves_no_partial_output(tmp_path):
     items = read_manifest(write_manifest(d / "m.jsonl", [{"latent": "l0.latent"}, {"latent": "l1.latent"}]),
                           {"latent_format": "flux", "text_embeds": str(d / E)})
 
-    def disk_full_on_l0(path, image):
+    def disk_full_on_l0(path, image, made_with):
         Path(path).write_bytes(b"\x89PNG partial")
         if ".l0.png." in path:
             raise OSError(28, "No space left on device")
-        cli.write_png(path, image)
+        cli_io.write_png(path, image, made_with)
 
     report = _run(dec, items, d / "out", write_image=disk_full_on_l0)
     assert report.decoded == ["l1.png"] and "No space left" in report.failed[0][2]
@@ -170,12 +170,12 @@ def test_prompts_are_encoded_once_each_and_outputs_do_not_depend_on_the_order(tm
     enc = CountingEncoder()
     saved = {}
     report = _run(dec, items, d / "out", text=TextFeatures(lambda: enc),
-                  write_image=lambda path, img: (saved.__setitem__(Path(path).name.split(".")[1], img),
-                                                 cli.write_png(path, img)))
+                  write_image=lambda path, img, made: (saved.__setitem__(Path(path).name.split(".")[1], img),
+                                                       cli_io.write_png(path, img, made)))
     assert enc.calls == 3 and report.prompts_encoded == 3 and len(report.decoded) == 5
     fresh = TextFeatures(lambda: CountingEncoder())
     for it in items:   # each item alone gives the same image as inside the batch
-        z = cli.read_latent(str(it.latent))
+        z = cli_io.read_latent(str(it.latent))
         alone = dec.decode(z, it.sigma, fresh.get(it), seed=it.seed, latent_format="flux")
         assert torch.equal(saved[it.name], alone[0].cpu())
 

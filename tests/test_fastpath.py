@@ -7,6 +7,7 @@ import inspect
 
 import pytest
 import torch
+from conftest import assert_fp_close
 from torch import nn
 
 from pid_core import blocks, rope, sampler
@@ -14,7 +15,6 @@ from pid_core.decoder import PiDDecoder, load_decoder
 from pid_core.model import PiDNet, add_pixel_positions_, pixel_position_table
 from pid_core.random_weights import random_state_dict, tiny_config
 
-TOL = dict(atol=1e-5, rtol=1e-5)   # the parity tolerance (tests/test_parity.py)
 GEN = torch.Generator().manual_seed(0)
 # bf16 vs fp32 (tiny random nets, same seed): mean |difference| of the [0, 1] image, its 99th
 # percentile, and the relative L2 error of one network call's velocity.
@@ -48,11 +48,11 @@ def test_chunked_pixel_block_equals_unchunked(net):
     ropes = rope.rope_2d(gh, gw, net.cfg.pixel_head_dim, net.cfg.rope_ref_grid, "cpu")
     whole = block(p, s, b, ropes)
     for chunk in (1, 5, 16, 47):
-        torch.testing.assert_close(block(p, s, b, ropes, chunk=chunk), whole, **TOL)
+        assert_fp_close(block(p, s, b, ropes, chunk=chunk), whole)
     p2 = p.clone()
     out = block(p2, s, b, ropes, chunk=7, inplace=True)
     assert out.data_ptr() == p2.data_ptr()                      # the stream was reused
-    torch.testing.assert_close(out, whole, **TOL)
+    assert_fp_close(out, whole)
 
 
 class CastingLinear(nn.Linear):
@@ -76,7 +76,7 @@ def test_host_layers_take_the_fused_path(net):
     block.adaLN_modulation[0] = host
     try:
         assert block._split_modulation(s) is None
-        torch.testing.assert_close(block(p, s, b, ropes, chunk=5), sliced, **TOL)
+        assert_fp_close(block(p, s, b, ropes, chunk=5), sliced)
     finally:
         block.adaLN_modulation[0] = lin
 
@@ -88,8 +88,8 @@ def test_chunked_forward_equals_unchunked(net, monkeypatch):
     tokens = net.lq_proj.encode(z, net.grid_for(x))           # heads on demand
     whole = net.velocity(x, t, y, tokens, s)
     monkeypatch.setattr(blocks, "QKV_SPLIT_BYTES", 0)          # split q/k/v at any size
-    torch.testing.assert_close(net.velocity(x, t, y, tokens, s, chunk=5), whole, **TOL)
-    torch.testing.assert_close(net.velocity(x, t, y, tokens, s, chunk=3), whole, **TOL)
+    assert_fp_close(net.velocity(x, t, y, tokens, s, chunk=5), whole)
+    assert_fp_close(net.velocity(x, t, y, tokens, s, chunk=3), whole)
     assert "chunk" in inspect.signature(net.velocity).parameters   # an argument, not net state
 
 

@@ -15,6 +15,7 @@ import os
 
 import pytest
 import torch
+from conftest import NEEDS_CUDA
 
 from pid_core import load_decoder
 from pid_core.random_weights import random_state_dict, tiny_config
@@ -170,7 +171,7 @@ def test_tiled_decode_interrupted_between_tiles(state_dict):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: no GPU is lent to this task")
+@NEEDS_CUDA
 def test_cuda_memory_back_to_baseline_after_interruption(state_dict):
     dec = load_decoder(state_dict, device="cuda", dtype="bf16")
     latent, text = LATENT.cuda(), TEXT.cuda()

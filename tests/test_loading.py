@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pid_core import load_decoder
+from pid_core import cli_io, load_decoder
+from pid_core.cli_io import read_png_parameters
 from pid_core.errors import CheckpointReadError, NotAPiDCheckpointError, PiDInputError
 from pid_core.loading import resolve_dtype
 
@@ -176,8 +177,26 @@ def test_cli_decode_comfy_latent(tmp_path, tiny_sd_factory, text_features):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(data[16:20], "big") == 96 and int.from_bytes(data[20:24], "big") == 64
+    made = read_png_parameters(str(out))        # how the image was made, to trace and re-make it
+    assert made["checkpoint"] == "pid.safetensors" and made["sigma"] == 0.3 and made["seed"] == 0
+    assert made["steps"] == 4 and made["size"] == [64, 96] and made["latent_format"] == "flux"
+    assert made["version"] == cli_io.pack_version() != "unknown" and made["command"].startswith(
+        "python -m pid_core decode --checkpoint")
 
 
 def test_cli_reports_errors_cleanly(tmp_path):
     r = _cli("info", str(tmp_path / "missing.pth"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert "(on the command line: --checkpoint PATH," in r.stderr and "ComfyUI" not in r.stderr
+
+
+def test_cli_format_error_names_the_flag(tmp_path, tiny_sd_factory, text_features):
+    """A 16-channel latent on a v1 2k checkpoint (FLUX.1 or SD3) needs --latent-format."""
+    ck, lat, emb = tmp_path / "pid_2k.safetensors", tmp_path / "x.latent", tmp_path / "t.safetensors"
+    save_file(tiny_sd_factory("flux_2k", prefix=""), str(ck))
+    save_file({"latent_tensor": torch.randn(1, 16, 2, 3), "latent_format_version_0": torch.tensor([])}, str(lat))
+    save_file({"text": text_features}, str(emb))
+    r = _cli("decode", "--checkpoint", str(ck), "--latent", str(lat), "--sigma", "0", "--text-embeds", str(emb),
+             "--device", "cpu", "-o", str(tmp_path / "o.png"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "(on the command line: --latent-format flux|sd3|sdxl|qwenimage|flux2|normalized)" in r.stderr

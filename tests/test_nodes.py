@@ -394,3 +394,14 @@ def test_auto_format_and_frame_for_every_comfyui_family(family):
     if sampling:
         flow = "CONST" in sampling
         assert frame == ("comfy_flow" if flow else "ve"), (family, sampling)
+
+
+def test_an_error_names_its_fix_in_the_graph():
+    """pid_core errors name the input to change; a node adds where that is in ComfyUI."""
+    pid, _ = load("flux_v1.5")
+    with pytest.raises(errors.LatentMismatchError) as info:
+        decode(pid, torch.randn(1, 4, 4, 4))
+    assert "(ComfyUI: in PiD Load Model pick another checkpoint" in str(info.value)
+    assert "ComfyUI/models/pid/" in str(info.value) and "--checkpoint" not in str(info.value)
+    with pytest.raises(errors.LatentMismatchError, match=r"\(ComfyUI: set latent_format on the PiD node"):
+        decode(pid, torch.randn(1, 16, 4, 4), latent_format="sd3")

@@ -16,6 +16,7 @@ import time
 
 import pytest
 import torch
+from conftest import NEEDS_CUDA
 
 from pid_core import load_decoder
 from pid_core.errors import PiDError
@@ -113,7 +114,7 @@ def test_200_decodes_cpu_flat_memory(record_property):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: no GPU is lent to this task")
+@NEEDS_CUDA
 def test_200_decodes_cuda_memory_returns_to_baseline():
     dec = load_decoder(random_state_dict(tiny_config("flux_v1.5", **MICRO), seed=2), device="cuda",
                        dtype="bf16")

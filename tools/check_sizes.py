@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    long = [(p, n) for p in sorted([*ROOT.glob("pid_core/*.py"), *ROOT.glob("nodes/*.py")])
+    long = [(p, n) for p in sorted([*ROOT.glob("pid_core/**/*.py"), *ROOT.glob("nodes/**/*.py")])
             if (n := len(p.read_text().splitlines())) > LIMIT]
     for p, n in long:
         print(f"{p.relative_to(ROOT)}: {n} lines (limit {LIMIT}); split it by responsibility")
