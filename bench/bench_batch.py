@@ -1,6 +1,6 @@
 """Benchmark ``decode-batch``: items/s on 1 process vs N processes (torchrun, gloo on the CPU).
 
-A tiny random PiD net (``pid_core.random_weights``) and ``--items`` random latents with one
+A tiny random PiD net (``pid_core.network.random_weights``) and ``--items`` random latents with one
 text-embeds file are written to a temporary folder; each configuration runs the real command
 line in a fresh output folder and reports two rates: the batch loop alone (from the summary
 line, the slowest rank's time) and the whole command (process start, torch import, decoder
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"(\d+) images decoded.* in ([\d.]+) s")

@@ -1,11 +1,11 @@
 """Benchmark PiD decodes: time, memory, achieved TFLOP/s; optionally against upstream PidNet.
 
-Full-size networks with random weights (``pid_core.random_weights.random_state_dict`` on the
+Full-size networks with random weights (``pid_core.network.random_weights.random_state_dict`` on the
 ``config.RELEASES`` configs: the speed and memory of a decode do not depend on the values).
 For every (family, output size): warm-up decodes, then the median of ``--repeat`` decodes;
 prints and writes (CSV + markdown) the time per decode and per step, peak allocated/reserved
 GPU memory, the memory estimator's prediction, achieved TFLOP/s from the analytic FLOP count
-(``pid_core.memory.decode_flops``) and its fraction of the GPU's dense bf16 peak.
+(``pid_core.decoding.memory.decode_flops``) and its fraction of the GPU's dense bf16 peak.
 
 Run from the repository root (``-m`` puts it on the import path):
 
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from pid_core.config import RELEASES_BY_NAME, PiDNetConfig
-from pid_core.decoder import load_decoder, with_envelope
-from pid_core.flops import decode_flops
-from pid_core.memory import estimate_memory
-from pid_core.random_weights import random_state_dict
-from pid_core.sampler import t_schedule
+from pid_core.decoding.decoder import load_decoder, with_envelope
+from pid_core.decoding.memory import estimate_memory
+from pid_core.decoding.sampler import t_schedule
+from pid_core.network.config import RELEASES_BY_NAME, PiDNetConfig
+from pid_core.network.flops import decode_flops
+from pid_core.network.random_weights import random_state_dict
 
 GiB = 1 << 30
 # One release per distinct network shape (sd3/qwenimage share these).

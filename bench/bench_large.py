@@ -1,13 +1,13 @@
 """Benchmark very large tiled decodes on the CPU: time and peak RSS per output size.
 
-A micro random-weight PiD (FLUX v1.5 layout, ``pid_core.random_weights``) decodes square outputs
+A micro random-weight PiD (FLUX v1.5 layout, ``pid_core.network.random_weights``) decodes square outputs
 of 4096^2 .. 16384^2 in tiles of ``--tile`` px, each size in a fresh subprocess, so the peak
 resident set (``VmHWM``, reset after loading with ``/proc/self/clear_refs``) is that decode's
 own. With a network this small the figures show what the tiling machinery itself costs: host
 memory per output pixel (the canvas) and time per megapixel (which must stay flat: linear cost;
 on a shared machine compare the CPU seconds, which other processes do not inflate).
 The network's own share grows with a real checkpoint; its host-side extra (the per-tile adapter
-features) is printed from ``pid_core.memory.host_bytes`` for the released v1 / v1.5 nets.
+features) is printed from ``pid_core.decoding.memory.host_bytes`` for the released v1 / v1.5 nets.
 
     python -m bench.bench_large                          # 4096, 8192, 12288, 16384
     python -m bench.bench_large --sizes 4096,8192 --steps 4
@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from pid_core import memory
-from pid_core.config import RELEASES_BY_NAME
-from pid_core.decoder import load_decoder
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.decoding import memory
+from pid_core.decoding.decoder import load_decoder
+from pid_core.network.config import RELEASES_BY_NAME
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 GiB = 1 << 30
 MICRO = dict(hidden_size=16, num_heads=1, patch_depth=1, pixel_dim=4, pixel_attn_dim=16, pixel_heads=1,

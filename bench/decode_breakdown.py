@@ -19,13 +19,13 @@ from collections import defaultdict
 
 import torch
 
-from pid_core import decoder as decoder_mod
-from pid_core import sampler
-from pid_core.adapter import LatentAdapter
-from pid_core.config import RELEASES_BY_NAME
-from pid_core.decoder import load_decoder, with_envelope
-from pid_core.model import PiDNet
-from pid_core.random_weights import random_state_dict
+from pid_core.decoding import decoder as decoder_mod
+from pid_core.decoding import sampler
+from pid_core.decoding.decoder import load_decoder, with_envelope
+from pid_core.network.adapter import LatentAdapter
+from pid_core.network.config import RELEASES_BY_NAME
+from pid_core.network.model import PiDNet
+from pid_core.network.random_weights import random_state_dict
 
 SPENT: dict[str, float] = defaultdict(float)
 

@@ -3,7 +3,7 @@
 Runs ``fn`` under a ``TorchDispatchMode`` that counts every storage created by an ATen op on
 the traced device and forgets it when the storage is freed, so the peak is what a caching
 allocator would have had to hold at once (before fragmentation and the allocator's rounding).
-Used to check ``pid_core.memory.estimate_memory`` against the real code path: run the decoder
+Used to check ``pid_core.decoding.memory.estimate_memory`` against the real code path: run the decoder
 with a full-size network built on the meta device at 4096 x 4096 in milliseconds.
 
 Limitations: SDPA is replaced by a stand-in that allocates only its output (flash / memory-
@@ -90,8 +90,8 @@ def trace_peak(device_type: str = "meta", fake_sdpa: bool = True, where: bool = 
 
 def meta_decoder(cfg, dtype=torch.bfloat16):
     """A PiDDecoder whose full-size network lives on the meta device (no memory, no compute)."""
-    from pid_core.decoder import DecoderInfo, PiDDecoder
-    from pid_core.model import PiDNet
+    from pid_core.decoding.decoder import DecoderInfo, PiDDecoder
+    from pid_core.network.model import PiDNet
 
     with torch.device("meta"):
         net = PiDNet(cfg, dtype=dtype).eval().requires_grad_(False)
@@ -104,7 +104,7 @@ def meta_decoder(cfg, dtype=torch.bfloat16):
 def traced_peak(decoder, plan, steps: int = 4, where: bool = False):
     """Peak activation bytes (weights excluded) of ``decoder._run(plan, ...)`` on the meta device.
 
-    ``decoder`` comes from ``meta_decoder``; ``plan`` from ``decoder.plan`` or pid_core.memory.
+    ``decoder`` comes from ``meta_decoder``; ``plan`` from ``decoder.plan`` or pid_core.decoding.memory.
     Returns the tracker (``.peak``, ``.peak_where``).
     """
     cfg = decoder.net.cfg

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..pid_core import color_check
-from ..pid_core.color_anchor import anchor_colors as anchor_to
-from ..pid_core.sizing import MAX_NODE_SIDE, fit_long_side
+from ..pid_core.decoding import color_check
+from ..pid_core.decoding.color_anchor import anchor_colors as anchor_to
+from ..pid_core.decoding.sizing import MAX_NODE_SIDE, fit_long_side
 from . import host, node_base, pipeline
 from .pid_types import PID_MODEL
 from .resolve import LATENT_FORMAT_CHOICES

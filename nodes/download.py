@@ -3,7 +3,7 @@
 Choices are the Comfy-Org repack files by name (decoders go to ``models/diffusion_models/``, the
 Gemma encoders to ``models/text_encoders/``) and the official nvidia/PiD releases by release name
 (``checkpoints/<dir>/model_ema_bf16.pth``, saved as ``models/pid/pid_<release>.pth``); the table
-is :mod:`pid_core.model_files`.
+is :mod:`pid_core.files.model_files`.
 
 Order of work: log the licence and the source; ask the hub for the file's Git LFS metadata (size
 and sha256, ``HfApi.get_paths_info``, present in huggingface_hub 0.23 through 2.x); check those
@@ -26,7 +26,7 @@ import shutil
 import sys
 
 from ..pid_core.errors import DownloadError
-from ..pid_core.model_files import REPACK_REPO, ModelFile, download_choices, lookup
+from ..pid_core.files.model_files import REPACK_REPO, ModelFile, download_choices, lookup
 
 log = logging.getLogger(__name__)
 

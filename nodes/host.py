@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..pid_core import loading
-from ..pid_core.latents import format_for_comfy_class, formats_for_vae
+from ..pid_core.decoding.latents import format_for_comfy_class, formats_for_vae
+from ..pid_core.files import loading
 
 log = logging.getLogger(__name__)
 

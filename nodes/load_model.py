@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from ..pid_core.config import HF_REPO, WEIGHTS_LICENSE
-from ..pid_core.decoder import load_decoder
+from ..pid_core.decoding.decoder import load_decoder
 from ..pid_core.errors import CheckpointReadError
-from ..pid_core.loading import dtype_name
-from ..pid_core.model_files import REPACK_REPO, lookup
+from ..pid_core.files.loading import dtype_name
+from ..pid_core.files.model_files import REPACK_REPO, lookup
+from ..pid_core.network.config import HF_REPO, WEIGHTS_LICENSE
 from . import host, model_folders, node_base, quant_host
 from .download import OFF, ensure_release, release_choices
 from .pid_types import PID_MODEL, PiDModel

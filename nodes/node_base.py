@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 
+from ..pid_core.decoding.sampler import MAX_SEED, MAX_STEPS
 from ..pid_core.errors import PiDError
-from ..pid_core.sampler import MAX_SEED, MAX_STEPS
 
 SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": (
     "Seed of PiD's own noise (0..2^64-1). Changes fine texture only; the same seed gives the same "

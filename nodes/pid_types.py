@@ -18,7 +18,7 @@ class PiDModel:
     (or a ComfyUI CLIP), None when no encoder was chosen.
     """
 
-    decoder: Any                        # pid_core.decoder.PiDDecoder
+    decoder: Any                        # pid_core.decoding.decoder.PiDDecoder
     patcher: Any = None
     text_encoder: Any = None
     checkpoint: str = ""

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ..pid_core.preview import DEFAULT_PREVIEW_SIDE
+from ..pid_core.decoding.preview import DEFAULT_PREVIEW_SIDE
 from . import host
 from .resolve import require_text_encoder
 from .text_encode import encode_prompt

@@ -16,10 +16,10 @@ import os
 
 import torch
 
-from ..pid_core.decoder import PiDDecoder, load_decoder
-from ..pid_core.detect import strip_prefix
+from ..pid_core.decoding.decoder import PiDDecoder, load_decoder
 from ..pid_core.errors import UnsupportedCheckpointError
-from ..pid_core.quantised import MARKER, bf16_alternative, quantised_layers
+from ..pid_core.files.detect import strip_prefix
+from ..pid_core.files.quantised import MARKER, bf16_alternative, quantised_layers
 from . import host
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..pid_core.decoding.latents import COMFY_FORMATS, LATENT_FORMATS, check_latent, get_latent_format
 from ..pid_core.errors import LatentMismatchError, TextEncodingError
-from ..pid_core.latents import COMFY_FORMATS, LATENT_FORMATS, check_latent, get_latent_format
 from . import host
 from .schedule import noise_frame
 

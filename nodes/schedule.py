@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..pid_core.decoding.latents import COMFY_FLOW, VE
 from ..pid_core.errors import PiDInputError
-from ..pid_core.latents import COMFY_FLOW, VE
 
 
 @dataclass(frozen=True)

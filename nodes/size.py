@@ -3,7 +3,7 @@ empty latent, so the latent decodes whole (no tiling) at that size."""
 
 from __future__ import annotations
 
-from ..pid_core.sizing import MAX_NODE_SIDE, choose_size, parse_size_label, size_presets
+from ..pid_core.decoding.sizing import MAX_NODE_SIDE, choose_size, parse_size_label, size_presets
 from . import node_base
 from .pid_types import PID_MODEL
 

@@ -1,20 +1,20 @@
 """Prompt -> PiD text features through the host's Gemma-2-2B text encoder.
 
-The recipe lives in ``pid_core.text``; this module only supplies the encoder:
+The recipe lives in ``pid_core.text.recipe``; this module only supplies the encoder:
 
 * Inside ComfyUI the encoder is the host's own CLIP object for a Gemma-2-2B file (Comfy-Org's
   ``gemma_2_2b_it_elm_*``, bf16 or fp8-scaled), loaded by :func:`load_text_encoder` or connected
-  from a core loader. :class:`ComfyGemmaEncoder` adapts it to ``pid_core.text.TextEncoderLike``:
+  from a core loader. :class:`ComfyGemmaEncoder` adapts it to ``pid_core.text.recipe.TextEncoderLike``:
   ids come from the file's own SentencePiece tokenizer without the host's prompt parsing
   (no ``(word:1.2)`` weights, no ``embedding:``) and without its padding rules; the padded
-  sequence and the mask are built by ``pid_core.text.build_token_batch``. The Gemma transformer
+  sequence and the mask are built by ``pid_core.text.recipe.build_token_batch``. The Gemma transformer
   is called directly with that mask, asking for the final-norm output (``intermediate_output``
   None -> ``outputs[0]``), so it does not matter that Lumina 2's CLIP type defaults to layer -2
   and ComfyUI's ``pixeldit`` type to the last layer: both hold the same ``gemma2_2b`` branch.
   Inside the model, ComfyUI adds the padding mask to a causal mask (``Llama2_.forward``), the
   same semantics as ``transformers``: pad positions still get hidden states.
 * Outside ComfyUI (tests, CLI) any ``TextEncoderLike`` works, e.g.
-  ``pid_core.gemma_hf.TransformersGemmaEncoder``.
+  ``pid_core.text.gemma_hf.TransformersGemmaEncoder``.
 
 Memory: the CLIP is loaded with ``CLIP.load_model()`` (ComfyUI's model manager, which may evict
 other models). Nothing here holds it afterwards: it stays in ComfyUI's list of loaded models,
@@ -46,8 +46,8 @@ import torch
 from torch import Tensor
 
 from ..pid_core.errors import PiDInputError, TextEncodingError
-from ..pid_core.gemma_hf import TransformersGemmaEncoder
-from ..pid_core.text import TEXT_DIM, TEXT_TOKENS, TextEncoderLike, encode_captions
+from ..pid_core.text.gemma_hf import TransformersGemmaEncoder
+from ..pid_core.text.recipe import TEXT_DIM, TEXT_TOKENS, TextEncoderLike, encode_captions
 from . import host
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def load_text_encoder(path: Union[str, os.PathLike], *, device: str = "default")
     ``CLIPLoader``'s ``device`` option).
 
     A directory (a Hugging Face Gemma-2 folder) is loaded with
-    ``pid_core.gemma_hf.TransformersGemmaEncoder`` on the CPU instead (scripts without ComfyUI; it
+    ``pid_core.text.gemma_hf.TransformersGemmaEncoder`` on the CPU instead (scripts without ComfyUI; it
     stays outside ComfyUI's memory manager, so it never takes GPU memory).
     """
     path = os.fspath(path)
@@ -157,7 +157,7 @@ def check_text_encoder_file(path: str) -> None:
 
 # ----------------------------------------------------------------------------- the host encoder
 class ComfyGemmaEncoder:
-    """``pid_core.text.TextEncoderLike`` over a ComfyUI CLIP object holding Gemma-2-2B."""
+    """``pid_core.text.recipe.TextEncoderLike`` over a ComfyUI CLIP object holding Gemma-2-2B."""
 
     def __init__(self, clip):
         model = getattr(getattr(clip, "cond_stage_model", None), GEMMA_BRANCH, None)
@@ -227,7 +227,7 @@ def as_text_encoder(encoder) -> TextEncoderLike:
         return encoder
     raise TextEncodingError(
         f"cannot encode prompts with a {type(encoder).__name__}; expected a ComfyUI CLIP holding "
-        "Gemma-2-2B or a pid_core.text encoder (tokenize, hidden_states, bos_id, pad_id)."
+        "Gemma-2-2B or a pid_core.text.recipe encoder (tokenize, hidden_states, bos_id, pad_id)."
     )
 
 
@@ -297,7 +297,7 @@ def encode_prompt(encoder, captions: Union[str, Sequence[str]], *,
     """Captions -> PiD text features ``[B, 300, 2304]`` float32 on ComfyUI's intermediate device.
 
     ``encoder``: a ComfyUI CLIP holding Gemma-2-2B (from :func:`load_text_encoder` or a core
-    loader) or any ``pid_core.text.TextEncoderLike``. ``captions``: one string or a list.
+    loader) or any ``pid_core.text.recipe.TextEncoderLike``. ``captions``: one string or a list.
     Cached captions are not re-encoded; ``cache=None`` always runs the encoder.
     """
     if isinstance(captions, str):
@@ -334,7 +334,7 @@ def _comfy_module(name: str):
     except ImportError as exc:
         raise TextEncodingError(
             f"loading a text-encoder file this way needs the ComfyUI host ({name}); outside "
-            "ComfyUI use pid_core.gemma_hf.TransformersGemmaEncoder(model_dir)."
+            "ComfyUI use pid_core.text.gemma_hf.TransformersGemmaEncoder(model_dir)."
         ) from exc
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..pid_core.color_anchor import anchor_colors as anchor_to_source
-from ..pid_core.sizing import MAX_NODE_SIDE, resize_bchw, upscale_sizes
+from ..pid_core.decoding.color_anchor import anchor_colors as anchor_to_source
+from ..pid_core.decoding.sizing import MAX_NODE_SIDE, resize_bchw, upscale_sizes
 from . import host, node_base, pipeline
 from .pid_types import PID_MODEL
 from .resolve import LATENT_FORMAT_CHOICES

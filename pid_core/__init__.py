@@ -8,8 +8,9 @@ Public API::
     image = dec.decode(latent, sigma, text_features, seed=0, steps=4, latent_format="flux", plan=plan)
 """
 
-from .config import RELEASES, RELEASES_BY_NAME, Envelope, PiDNetConfig, Release
-from .decoder import DecoderInfo, PiDDecoder, load_decoder
+from .decoding.decoder import DecoderInfo, PiDDecoder, load_decoder
+from .decoding.latents import LATENT_FORMATS, LatentFormat, get_latent_format
+from .decoding.memory import DecodePlan
 from .errors import (
                      CheckpointError,
                      CheckpointReadError,
@@ -24,8 +25,7 @@ from .errors import (
                      TextEncodingError,
                      UnsupportedCheckpointError,
 )
-from .latents import LATENT_FORMATS, LatentFormat, get_latent_format
-from .memory import DecodePlan
+from .network.config import RELEASES, RELEASES_BY_NAME, Envelope, PiDNetConfig, Release
 
 __all__ = [
     "load_decoder", "PiDDecoder", "DecoderInfo", "DecodePlan", "PiDNetConfig", "Release", "Envelope",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY_NAMES = ("flux_2k", "flux2_2k", "flux_v1pt5", "flux2_v1pt5")

@@ -41,7 +41,7 @@ def pack_module(name: str):
 
 
 class TinyTextEncoder:
-    """A ``pid_core.text.TextEncoderLike`` with a random embedding table instead of Gemma."""
+    """A ``pid_core.text.recipe.TextEncoderLike`` with a random embedding table instead of Gemma."""
 
     bos_id = 1
     pad_id = 0

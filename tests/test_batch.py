@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pid_core import cli, cli_io
-from pid_core.batch import Item, read_manifest, scan_folder
-from pid_core.batch_run import TextFeatures, run_batch
-from pid_core.decoder import load_decoder
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.decoding.decoder import load_decoder
+from pid_core.frontends import cli, cli_io
+from pid_core.frontends.batch import Item, read_manifest, scan_folder
+from pid_core.frontends.batch_run import TextFeatures, run_batch
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

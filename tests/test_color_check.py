@@ -1,4 +1,4 @@
-"""The colour-drift metric (pid_core.color_check): known shifts injected in CIELAB are recovered
+"""The colour-drift metric (pid_core.decoding.color_check): known shifts injected in CIELAB are recovered
 within 5 %, detail does not count, bands and verdicts say where the drift is."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pid_core import color_check as cc
-from pid_core.color_anchor import add_upsampled_, anchor_colors
+from pid_core.decoding import color_check as cc
+from pid_core.decoding.color_anchor import add_upsampled_, anchor_colors
 from pid_core.errors import PiDInputError
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pid_core.config import RELEASES_BY_NAME
-from pid_core.detect import fuse_split_adaln
 from pid_core.errors import NotAPiDCheckpointError, StateDictMismatchError, UnsupportedCheckpointError
-from pid_core.loading import inspect_state_dict
-from pid_core.model import PiDNet
+from pid_core.files.detect import fuse_split_adaln
+from pid_core.files.loading import inspect_state_dict
+from pid_core.network.config import RELEASES_BY_NAME
+from pid_core.network.model import PiDNet
 
 SPEC_LOCAL = Path(__file__).parent / "fixtures" / "spec"
 # spec file -> (release whose config must be built, family, version, key count, parameter count)

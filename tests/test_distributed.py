@@ -17,11 +17,12 @@ import torch.multiprocessing as mp
 from PIL import Image
 from test_batch import E, batch_argv, make_batch_dir, save_latent, write_manifest
 
-from pid_core import cli, cli_io
-from pid_core.batch import read_manifest
-from pid_core.batch_run import run_batch
-from pid_core.decoder import load_decoder
-from pid_core.distributed import (
+from pid_core.decoding.decoder import load_decoder
+from pid_core.decoding.tiling import tile_grid
+from pid_core.frontends import cli, cli_io
+from pid_core.frontends.batch import read_manifest
+from pid_core.frontends.batch_run import run_batch
+from pid_core.frontends.distributed import (
     TileParallel,
     World,
     gather_to_rank0,
@@ -29,7 +30,6 @@ from pid_core.distributed import (
     shard,
     shared_plan,
 )
-from pid_core.tiling import tile_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

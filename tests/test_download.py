@@ -23,7 +23,7 @@ from fake_hub import FakeHub
 from node_helpers import TinyTextEncoder, load_pack, pack_module
 from safetensors.torch import save
 
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 pytest.importorskip("huggingface_hub")
 
@@ -36,7 +36,7 @@ GEMMA = "gemma_2_2b_it_elm_bf16.safetensors"
 @pytest.fixture(scope="module")
 def pack():
     load_pack()
-    return pack_module("nodes.download"), pack_module("pid_core.model_files"), \
+    return pack_module("nodes.download"), pack_module("pid_core.files.model_files"), \
         pack_module("pid_core.errors").DownloadError
 
 
@@ -318,7 +318,7 @@ def test_table_is_consistent(pack):
             assert f.name.startswith("pid_")       # so PiD Load Model lists it from diffusion_models/
         if f.sha256 is not None:
             assert len(f.sha256) == 64 and int(f.sha256, 16) >= 0 and f.size_bytes
-    for r in pack_module("pid_core.config").RELEASES:
+    for r in pack_module("pid_core.network.config").RELEASES:
         assert files.BY_RELEASE[r.name].path == f"checkpoints/{r.hf_dir}/model_ema_bf16.pth"
 
 

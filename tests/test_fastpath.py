@@ -10,10 +10,11 @@ import torch
 from conftest import assert_fp_close
 from torch import nn
 
-from pid_core import blocks, rope, sampler
-from pid_core.decoder import PiDDecoder, load_decoder
-from pid_core.model import PiDNet, add_pixel_positions_, pixel_position_table
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.decoding import sampler
+from pid_core.decoding.decoder import PiDDecoder, load_decoder
+from pid_core.network import blocks, rope
+from pid_core.network.model import PiDNet, add_pixel_positions_, pixel_position_table
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 GEN = torch.Generator().manual_seed(0)
 # bf16 vs fp32 (tiny random nets, same seed): mean |difference| of the [0, 1] image, its 99th

@@ -31,11 +31,11 @@ import torch
 from safetensors.torch import save_file
 
 from pid_core import load_decoder
-from pid_core.decoder import with_envelope
-from pid_core.loading import resolve_dtype
-from pid_core.random_weights import random_state_dict, tiny_config
-from pid_core.sizing import check_output_size
-from pid_core.text import CHI_PREAMBLE, build_token_batch, encode_captions
+from pid_core.decoding.decoder import with_envelope
+from pid_core.decoding.sizing import check_output_size
+from pid_core.files.loading import resolve_dtype
+from pid_core.network.random_weights import random_state_dict, tiny_config
+from pid_core.text.recipe import CHI_PREAMBLE, build_token_batch, encode_captions
 
 T = 2304  # text feature width
 
@@ -113,7 +113,7 @@ def _run_cases(case: Case, e):
     _assert_error(case, info.value)
 
 
-# --- latents, sizes, sigma, steps, seeds, text features (pid_core.decoder) ----------------------
+# --- latents, sizes, sigma, steps, seeds, text features (pid_core.decoding.decoder) ----------------------
 
 DECODE_CASES = [
     # channels vs checkpoint
@@ -293,7 +293,7 @@ def test_decode_never_returns_nan_pixels():
     assert "PiDError" in names and re.search(r"NaN|not finite", str(info.value))
 
 
-# --- checkpoint files (pid_core.checkpoint_io / detect / loading) -------------------------------
+# --- checkpoint files (pid_core.files.checkpoint_io / detect / loading) -------------------------------
 
 def _write(path: Path, sd) -> Path:
     if path.suffix in (".pth", ".pt", ".ckpt"):
@@ -503,7 +503,7 @@ def test_checkpoint_files(case, env):
 def test_misnamed_file_loads_by_its_tensors_and_warns(env, release, wrong_name, said):
     """A v1.5 file picked under a v1 release name (or vice versa): the shapes decide, with a warning."""
     path = _write(env.tmp / wrong_name, _sd(release))
-    with env.caplog.at_level(logging.WARNING, logger="pid_core.detect"):
+    with env.caplog.at_level(logging.WARNING, logger="pid_core.files.detect"):
         dec = load_decoder(path)
     ref = tiny_config(release)
     assert dec.net.cfg == ref
@@ -515,12 +515,12 @@ def test_misnamed_file_loads_by_its_tensors_and_warns(env, release, wrong_name, 
 
 def test_correctly_named_file_does_not_warn(env):
     path = _write(env.tmp / "pid_flux_v1.5.safetensors", _sd("flux_v1.5"))
-    with env.caplog.at_level(logging.WARNING, logger="pid_core.detect"):
+    with env.caplog.at_level(logging.WARNING, logger="pid_core.files.detect"):
         load_decoder(path)
     assert not env.caplog.records
 
 
-# --- prompts (pid_core.text, tiny SentencePiece tokenizer) --------------------------------------
+# --- prompts (pid_core.text.recipe, tiny SentencePiece tokenizer) --------------------------------------
 
 BOS = 2
 WORDS = "a cat dog red blue small city street lamp glass bus the of and in on with".split()
@@ -595,7 +595,7 @@ def test_prompt_far_over_300_tokens_is_truncated_with_a_warning(sp, caplog):
     """Accepted (upstream truncates the same way): the tail is dropped, and the log says so."""
     long = " ".join(WORDS[i % len(WORDS)] for i in range(2000))
     assert len(sp.encode(long)) > 1000
-    with caplog.at_level(logging.WARNING, logger="pid_core.text"):
+    with caplog.at_level(logging.WARNING, logger="pid_core.text.recipe"):
         batch = build_token_batch(["a cat", long], sp.encode, bos_id=BOS)
     assert batch.input_ids.shape[1] == batch.n_chi + 298
     assert batch.attention_mask[1].all() and not batch.attention_mask[0].all()
@@ -609,7 +609,7 @@ def test_prompt_far_over_300_tokens_is_truncated_with_a_warning(sp, caplog):
 # --- accepted inputs that look hostile ---------------------------------------------------------
 
 def _sdxl_ve_conversion(e):
-    from pid_core.latents import get_latent_format
+    from pid_core.decoding.latents import get_latent_format
     z = torch.randn(1, 4, 1, 1)
     zz, s = get_latent_format("sdxl").to_pid_frame(z, 14.6)
     assert torch.allclose(s, torch.tensor([14.6 / (14.6**2 + 1) ** 0.5]))

@@ -18,7 +18,7 @@ import torch
 from conftest import NEEDS_CUDA
 
 from pid_core import load_decoder
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 # The smallest tiny net that still has every part (gates, PiT gate, adapter convs, 2 patch blocks).
 MICRO = dict(patch_depth=2, adapter_res_blocks=1)

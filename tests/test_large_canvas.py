@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from bench.memtrace import trace_peak
-from pid_core import memory, sampler
-from pid_core.decoder import load_decoder
+from pid_core.decoding import memory, sampler
+from pid_core.decoding.decoder import load_decoder
+from pid_core.decoding.image_out import to_image
+from pid_core.decoding.tiling import Tile, TiledDenoiser, blend_profiles, feather, tile_grid
 from pid_core.errors import PiDInputError, PiDOutOfMemoryError
-from pid_core.image_out import to_image
-from pid_core.tiling import Tile, TiledDenoiser, blend_profiles, feather, tile_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""pid_core.latents: per-backbone normalisation, noise-frame conversion, shape and name errors."""
+"""pid_core.decoding.latents: per-backbone normalisation, noise-frame conversion, shape and name errors."""
 
 import dataclasses
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
+from pid_core.decoding.latents import LATENT_FORMATS, LatentFormat, as_4d, get_latent_format
 from pid_core.errors import LatentMismatchError, PiDInputError
-from pid_core.latents import LATENT_FORMATS, LatentFormat, as_4d, get_latent_format
 
 QWEN_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
              0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]

@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pid_core import cli_io, load_decoder
-from pid_core.cli_io import read_png_parameters
+from pid_core import load_decoder
 from pid_core.errors import CheckpointReadError, NotAPiDCheckpointError, PiDInputError
-from pid_core.loading import resolve_dtype
+from pid_core.files.loading import resolve_dtype
+from pid_core.frontends import cli_io
+from pid_core.frontends.cli_io import read_png_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bench.memtrace import meta_decoder, traced_peak
-from pid_core import flops as F
-from pid_core import memory as M
-from pid_core.config import ENVELOPE_2K, RELEASES_BY_NAME
+from pid_core.decoding import memory as M
+from pid_core.network import flops as F
+from pid_core.network.config import ENVELOPE_2K, RELEASES_BY_NAME
 
 V1 = RELEASES_BY_NAME["flux_2k"].config
 V15 = RELEASES_BY_NAME["flux_v1.5"].config

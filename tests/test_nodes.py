@@ -13,7 +13,7 @@ pack = load_pack()
 host = pack_module("nodes.host")
 model_folders = pack_module("nodes.model_folders")
 errors = pack_module("pid_core.errors")
-random_weights = pack_module("pid_core.random_weights")
+random_weights = pack_module("pid_core.network.random_weights")
 LoadModel = pack.NODE_CLASS_MAPPINGS["PiD_LoadModel"]
 Decode = pack.NODE_CLASS_MAPPINGS["PiD_DecodeLatent"]
 Upscale = pack.NODE_CLASS_MAPPINGS["PiD_Upscale2Kto4K"]
@@ -279,7 +279,7 @@ def test_register_model_folder_is_a_no_op_without_comfyui():
 def test_decode_beyond_trained_envelope_is_tiled_not_refused(monkeypatch):
     """A size outside the checkpoint's envelope goes tiled (progress over tiles x steps)."""
     model, _ = load()
-    decoder_mod = pack_module("pid_core.decoder")
+    decoder_mod = pack_module("pid_core.decoding.decoder")
     model.decoder = decoder_mod.with_envelope(model.decoder, (64, 96))
     bars = []
     real = host.progress_bar
@@ -335,7 +335,7 @@ def test_a_flow_latent_from_comfyui_is_scaled_back_to_x_t():
 
 
 def test_latent_format_knowledge_is_derived_from_pid_core():
-    latents = pack_module("pid_core.latents")
+    latents = pack_module("pid_core.decoding.latents")
     resolve = pack_module("nodes.resolve")
     assert resolve.LATENT_FORMAT_CHOICES == ["auto", "flux", "sd3", "sdxl", "qwenimage", "flux2"]
     for cls, name in [("Flux", "flux"), ("SD3", "sd3"), ("SDXL", "sdxl"), ("Wan21", "qwenimage"),
@@ -349,7 +349,7 @@ def test_latent_format_knowledge_is_derived_from_pid_core():
 
 
 def test_one_dtype_policy_for_nodes_and_api():
-    loading = pack_module("pid_core.loading")
+    loading = pack_module("pid_core.files.loading")
     assert host.resolve_dtype("auto") == loading.resolve_dtype("auto", "cpu") == torch.float32
     for dev in ("cpu", "mps", "cuda"):   # never fp16 unless asked
         assert loading.resolve_dtype("auto", dev, bf16_ok=False) == torch.float32
@@ -371,7 +371,7 @@ def test_auto_format_and_frame_for_every_comfyui_family(family):
     and sampling classes. A family whose latent format PiD reads resolves to that format and to
     the frame its sampler returns; any other family is refused with its format's name."""
     rec = _families()[family]
-    latents = pack_module("pid_core.latents")
+    latents = pack_module("pid_core.decoding.latents")
     sampling = rec.get("model_sampling")
     ms = None
     if sampling:   # a stand-in named like the recorded class hierarchy (most-derived first)

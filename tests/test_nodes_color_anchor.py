@@ -1,4 +1,4 @@
-"""Colour anchoring and sizing helpers used by the 2K->4K upscaler (pid_core.color_anchor/sizing)."""
+"""Colour anchoring and sizing helpers used by the 2K->4K upscaler (pid_core.decoding.color_anchor/sizing)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from node_helpers import pack_module
 
-anchor = pack_module("pid_core.color_anchor")
-sizing = pack_module("pid_core.sizing")
+anchor = pack_module("pid_core.decoding.color_anchor")
+sizing = pack_module("pid_core.decoding.sizing")
 errors = pack_module("pid_core.errors")
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import FP32_ULPS, FP64_ULPS, PARITY_NAMES, assert_fp_close, load_parity, ulps_apart
 
-from pid_core.config import from_upstream_kwargs
-from pid_core.decoder import load_decoder
-from pid_core.model import PiDNet
-from pid_core.sampler import sample, velocity_to_x0
+from pid_core.decoding.decoder import load_decoder
+from pid_core.decoding.sampler import sample, velocity_to_x0
+from pid_core.network.config import from_upstream_kwargs
+from pid_core.network.model import PiDNet
 
 INPUTS = ("input.x_t", "input.timestep", "input.context", "input.lq_latent", "input.degrade_sigma")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pid_core.decoder import load_decoder
-from pid_core.preview import PreviewCanvas, preview_size
-from pid_core.sampler import sample
+from pid_core.decoding.decoder import load_decoder
+from pid_core.decoding.preview import PreviewCanvas, preview_size
+from pid_core.decoding.sampler import sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +19,7 @@ def randn(*shape, seed=0):
 
 @pytest.fixture(scope="module")
 def dec():
-    from pid_core.random_weights import random_state_dict, tiny_config
+    from pid_core.network.random_weights import random_state_dict, tiny_config
     return load_decoder(random_state_dict(tiny_config("flux_v1.5", patch_depth=2, adapter_res_blocks=1)),
                         dtype="fp32")
 
@@ -75,7 +75,7 @@ def test_tiled_decode_previews_the_canvas_as_tiles_land(dec):
 
 
 def test_no_preview_when_disabled_costs_nothing(dec, monkeypatch):
-    from pid_core import sampler
+    from pid_core.decoding import sampler
     built = []
     monkeypatch.setattr(sampler, "PreviewCanvas", lambda *a: built.append(a) or PreviewCanvas(*a))
     z, y = randn(1, 16, 2, 2), randn(1, 300, 2304)

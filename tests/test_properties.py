@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pid_core import load_decoder
+from pid_core.decoding.latents import LATENT_ABS_LIMIT, LATENT_FORMATS
+from pid_core.decoding.sizing import MAX_ASPECT_DISTORTION
 from pid_core.errors import PiDError, PiDInputError
-from pid_core.latents import LATENT_ABS_LIMIT, LATENT_FORMATS
-from pid_core.random_weights import random_state_dict, tiny_config
-from pid_core.sizing import MAX_ASPECT_DISTORTION
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 MICRO = dict(patch_depth=2, adapter_res_blocks=1)
 RELEASES = ("flux_2k", "flux_v1.5", "sdxl_2kto4k", "flux2_v1.5")

@@ -14,7 +14,7 @@ from torch import nn
 
 from pid_core import load_decoder
 from pid_core.errors import StateDictMismatchError, UnsupportedCheckpointError
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -132,5 +132,5 @@ def test_split_adaln_that_is_quantised_is_refused(files):
     ("my_quant.safetensors", "the bf16 safetensors of the same decoder"),
 ])
 def test_the_refusal_names_the_bf16_twin(name, alt):
-    from pid_core.quantised import bf16_alternative
+    from pid_core.files.quantised import bf16_alternative
     assert bf16_alternative(name).startswith(alt)

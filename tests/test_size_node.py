@@ -1,4 +1,4 @@
-"""Sizes users can pick (pid_core.sizing presets and PiD Size): trained sizes per checkpoint kind,
+"""Sizes users can pick (pid_core.decoding.sizing presets and PiD Size): trained sizes per checkpoint kind,
 the empty-latent size that decodes to exactly that size, and what happens beyond the envelope."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from safetensors.torch import save_file
 pack = load_pack()
 host = pack_module("nodes.host")
 model_folders = pack_module("nodes.model_folders")
-sizing = pack_module("pid_core.sizing")
-config = pack_module("pid_core.config")
-decoder_mod = pack_module("pid_core.decoder")
+sizing = pack_module("pid_core.decoding.sizing")
+config = pack_module("pid_core.network.config")
+decoder_mod = pack_module("pid_core.decoding.decoder")
 errors = pack_module("pid_core.errors")
-rw = pack_module("pid_core.random_weights")
+rw = pack_module("pid_core.network.random_weights")
 Size = pack.NODE_CLASS_MAPPINGS["PiD_Size"]
 CUSTOM = pack_module("nodes.size").CUSTOM
 

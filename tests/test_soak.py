@@ -20,7 +20,7 @@ from conftest import NEEDS_CUDA
 
 from pid_core import load_decoder
 from pid_core.errors import PiDError
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 N_DECODES = 200
 WARMUP = 24

@@ -15,7 +15,7 @@ import torch
 from node_helpers import pack_module
 from safetensors.torch import save_file
 
-from pid_core.text import CHI_PREAMBLE, TEXT_DIM, TEXT_TOKENS, build_token_batch
+from pid_core.text.recipe import CHI_PREAMBLE, TEXT_DIM, TEXT_TOKENS, build_token_batch
 
 te = pack_module("nodes.text_encode")
 errors = pack_module("pid_core.errors")  # the pack's own pid_core (see node_helpers)
@@ -103,7 +103,7 @@ class FakeClip:
 
 
 class FakeTextEncoder:
-    """A pid_core.text.TextEncoderLike, as used outside ComfyUI."""
+    """A pid_core.text.recipe.TextEncoderLike, as used outside ComfyUI."""
 
     bos_id, pad_id = BOS, PAD
 

@@ -1,4 +1,4 @@
-"""pid_core.text: the upstream Gemma-2 prompt recipe, exercised with a tiny SentencePiece model."""
+"""pid_core.text.recipe: the upstream Gemma-2 prompt recipe, exercised with a tiny SentencePiece model."""
 
 import hashlib
 import io
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pid_core.errors import PiDInputError, TextEncodingError
-from pid_core.gemma_hf import TransformersGemmaEncoder
-from pid_core.text import (
+from pid_core.text.gemma_hf import TransformersGemmaEncoder
+from pid_core.text.recipe import (
     CHI_PREAMBLE,
     TEXT_DIM,
     TEXT_TOKENS,

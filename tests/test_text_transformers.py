@@ -9,8 +9,8 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from pid_core.errors import PiDInputError, TextEncodingError  # noqa: E402
-from pid_core.gemma_hf import TransformersGemmaEncoder  # noqa: E402
-from pid_core.text import CHI_PREAMBLE, encode_captions  # noqa: E402
+from pid_core.text.gemma_hf import TransformersGemmaEncoder  # noqa: E402
+from pid_core.text.recipe import CHI_PREAMBLE, encode_captions  # noqa: E402
 
 PAD, EOS, BOS, UNK = 0, 1, 2, 3  # Gemma's special-token ids
 WORDS = "a cat dog red blue small fluffy sleeping city street lamp glass bus near tall house".split()

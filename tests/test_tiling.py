@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pid_core import memory
-from pid_core.decoder import load_decoder, with_envelope
+from pid_core.decoding import memory
+from pid_core.decoding.decoder import load_decoder, with_envelope
+from pid_core.decoding.sampler import sample
+from pid_core.decoding.tiling import Tile, TiledDenoiser, feather, tile_grid
 from pid_core.errors import PiDInputError
-from pid_core.sampler import sample
-from pid_core.tiling import Tile, TiledDenoiser, feather, tile_grid
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -168,8 +168,8 @@ def test_plan_follows_the_budget(tiny_sd_factory):
 def test_whole_and_tiled_decodes_run_the_same_loop(tiny_sd_factory, monkeypatch):
     """Both paths go through sampler.sample: same times, same draws, one x0 call per step;
     the tiled denoiser ticks once per tile."""
-    from pid_core import decoder as decoder_mod
-    from pid_core import sampler as sampler_mod
+    from pid_core.decoding import decoder as decoder_mod
+    from pid_core.decoding import sampler as sampler_mod
 
     dec = load_decoder(tiny_sd_factory("flux_v1.5", patch_depth=2, adapter_res_blocks=1), dtype="fp32")
     z, y = randn(1, 16, 4, 4), randn(1, 300, 2304)

@@ -243,7 +243,7 @@ def test_pid_loaders_name_the_files_users_have():
     """Workflows name Comfy-Org repack files (ComfyUI's own PiD template uses these names), in the
     folders ComfyUI keeps them, so they validate without renaming anything."""
     from node_helpers import pack_module
-    files = pack_module("pid_core.model_files")
+    files = pack_module("pid_core.files.model_files")
     loaders = [(wf.name, n["widgets_values"]) for wf in WORKFLOWS
                for n in json.loads(wf.read_text())["nodes"] if n["type"] == "PiD_LoadModel"]
     assert len(loaders) == len(WORKFLOWS)

@@ -53,8 +53,7 @@ def main() -> int:
     from safetensors.torch import save_file
 
     pack = load_pack()
-    rw = importlib.import_module(f"{PACK}.pid_core.network.random_weights") if (
-        ROOT / "pid_core" / "network").is_dir() else importlib.import_module(f"{PACK}.pid_core.random_weights")
+    rw = importlib.import_module(f"{PACK}.pid_core.network.random_weights")
     folders = importlib.import_module(f"{PACK}.nodes.model_folders")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pid").mkdir()

@@ -14,7 +14,7 @@ of the builder code and what it stands for:
 * text encoders: full size (ComfyUI builds them at fixed sizes), random, fp8-scaled where large
   (standins/encoders.py);
 * VAEs: full size random (ComfyUI's VAE encoder has a fixed width);
-* PiD decoders: tiny random PiD nets (pid_core.random_weights), written fresh each time;
+* PiD decoders: tiny random PiD nets (pid_core.network.random_weights), written fresh each time;
 * Gemma-2-2B: the full-size random one of tools/text_equivalence.py (weights + trained
   SentencePiece tokenizer);
 * inputs: an example PNG and a ``.latent`` of the PiD checkpoint's latent shape.
@@ -140,7 +140,7 @@ def gemma_blob() -> Path:
 
 
 def write_pid(path: Path, release: str) -> None:
-    rw = _pack_module("random_weights")
+    rw = _pack_module("network.random_weights")
     save_file(rw.random_state_dict(rw.tiny_config(release), seed=0), str(path))
 
 
@@ -177,8 +177,8 @@ def main(argv=None) -> int:
     from comfy.cli_args import args as comfy_args
 
     comfy_args.cpu = True  # as `main.py --cpu`: the builders only need module shapes
-    releases = _pack_module("config").RELEASES_BY_NAME
-    known = {name: f.release for name, f in _pack_module("model_files").BY_NAME.items()}
+    releases = _pack_module("network.config").RELEASES_BY_NAME
+    known = {name: f.release for name, f in _pack_module("files.model_files").BY_NAME.items()}
     needs = all_needs(args.workflows, releases, known)
     if args.only:
         needs = {k: v for k, v in needs.items() if k in args.only}

@@ -31,7 +31,7 @@ import json, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from pid_core.random_weights import random_state_dict, tiny_config
+from pid_core.network.random_weights import random_state_dict, tiny_config
 
 work = Path(sys.argv[1])
 pid = work / "models" / "pid"

@@ -397,8 +397,8 @@ WORKFLOWS = {
 
 def main():
     defs = node_defs()
-    files = sys.modules["comfyui_pid_tools.pid_core.model_files"]
-    for rel in sys.modules["comfyui_pid_tools.pid_core.config"].RELEASES:
+    files = sys.modules["comfyui_pid_tools.pid_core.files.model_files"]
+    for rel in sys.modules["comfyui_pid_tools.pid_core.network.config"].RELEASES:
         if any(f.release == rel.name for f in files.REPACK_FILES):  # the name users have
             RELEASES[rel.name] = SimpleNamespace(filename=files.repack_name(rel.name),
                                                  hf_dir=rel.hf_dir)

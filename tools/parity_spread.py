@@ -35,9 +35,9 @@ def _measure() -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from pid_core.config import from_upstream_kwargs
-    from pid_core.model import PiDNet
-    from pid_core.sampler import sample, velocity_to_x0
+    from pid_core.decoding.sampler import sample, velocity_to_x0
+    from pid_core.network.config import from_upstream_kwargs
+    from pid_core.network.model import PiDNet
 
     def ulps(a, b, scale):
         return float((a.double() - b.double()).abs().max()) / (EPS32 * scale)

@@ -59,7 +59,7 @@ def sub(name):
 def make(out: Path) -> None:
     comfy()
     from comfy.quant_ops import QuantizedTensor
-    rw, model = sub("pid_core.random_weights"), sub("pid_core.model")
+    rw, model = sub("pid_core.network.random_weights"), sub("pid_core.network.model")
     cfg = rw.tiny_config("flux_v1.5", **TINY)
     sd = rw.random_state_dict(cfg, seed=5, prefix="", dtype=torch.bfloat16)
     with torch.device("meta"):

@@ -13,7 +13,7 @@ serialised tokenizer under ``spiece_model``), are encoded
   pixeldit  on ComfyUI >= 0.33 core's own ``pixeldit`` encoder, called as its CLIPTextEncode
             node calls it (``clip.encode_from_tokens_scheduled(clip.tokenize(prompt))``); on older
             ComfyUI an emulation (the same CLIP switched to layer "last", host mask rule, our ids);
-  hf_fp32   pid_core.gemma_hf.TransformersGemmaEncoder on the same file and tokenizer, fp32;
+  hf_fp32   pid_core.text.gemma_hf.TransformersGemmaEncoder on the same file and tokenizer, fp32;
   hf_bf16   the same in bf16, i.e. upstream's own precision.
 
 Token ids must be identical on every path, and equal to upstream's own tokenizer call
@@ -91,7 +91,7 @@ def prepare(work: Path, seed: int) -> None:
 def prepare_gemma(work: Path, seed: int) -> Path:
     """SentencePiece tokenizer and the random Gemma-2-2B file in Comfy-Org's layout (cached);
     returns the weights file. tools/host_fixtures.py uses it as the host's text encoder."""
-    text = import_pack("pid_core.text")
+    text = import_pack("pid_core.text.recipe")
     gemma.prepare_tokenizer(work, [text.CHI_PREAMBLE] + PROMPTS)
     return gemma.prepare_weights(work, seed)
 
@@ -102,7 +102,7 @@ def check_hf_tokenizer(work: Path) -> None:
     import sentencepiece as spm
     import transformers
 
-    text = import_pack("pid_core.text")
+    text = import_pack("pid_core.text.recipe")
     sp = spm.SentencePieceProcessor(model_file=str(work / "tokenizer.model"))
     tok = transformers.AutoTokenizer.from_pretrained(str(work / "hf"))
     for s in [text.CHI_PREAMBLE] + PROMPTS:
@@ -134,7 +134,7 @@ def run_host(work: Path) -> None:
     import comfy.sd
 
     te = import_pack("nodes.text_encode")
-    text = import_pack("pid_core.text")
+    text = import_pack("pid_core.text.recipe")
     weights = work / "gemma_2_2b_random_bf16.safetensors"
     log(f"host: ComfyUI at {Path(comfy.sd.__file__).parents[1]}, "
         f"pixeldit CLIP type present: {hasattr(comfy.sd.CLIPType, 'PIXELDIT')}")
@@ -237,9 +237,9 @@ def run_hf(work: Path, dtype: str, comfy_norm: bool = False) -> None:
     rounding, so what remains of the host/transformers difference is kernel order."""
     from safetensors.torch import save_file
 
-    text = import_pack("pid_core.text")
+    text = import_pack("pid_core.text.recipe")
     t0 = time.time()
-    enc = import_pack("pid_core.gemma_hf").TransformersGemmaEncoder(work / "hf", device="cpu", dtype=dtype)
+    enc = import_pack("pid_core.text.gemma_hf").TransformersGemmaEncoder(work / "hf", device="cpu", dtype=dtype)
     if comfy_norm:
         for name, module in enc.model.named_modules():
             if type(module).__name__.endswith("RMSNorm"):
@@ -279,7 +279,7 @@ def compare(work: Path) -> dict:
     # Upstream's own tokenizer call (PID_SPEC §6: right padding, BOS, max_length, truncation).
     import transformers
 
-    text = import_pack("pid_core.text")
+    text = import_pack("pid_core.text.recipe")
     tok = transformers.AutoTokenizer.from_pretrained(str(work / "hf"), padding_side="right")
     n_chi = len(tok(text.CHI_PREAMBLE).input_ids)
     up = tok([text.CHI_PREAMBLE + c for c in PROMPTS], max_length=n_chi + 298, padding="max_length",

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import HF_REPO, RELEASES, WEIGHTS_LICENSE
+from ..network.config import HF_REPO, RELEASES, WEIGHTS_LICENSE
 
 REPACK_REPO = "Comfy-Org/PixelDiT"
 GEMMA_LICENSE = "Gemma Terms of Use (Google)"

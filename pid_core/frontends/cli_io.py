@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import PiDError, PiDInputError
-from .latents import COMFY_FORMATS, FRAMES, choose_format
+from ..decoding.latents import COMFY_FORMATS, FRAMES, choose_format
+from ..errors import PiDError, PiDInputError
 
 COMFY_LATENT_MARKER = "latent_format_version_0"
 LEGACY_LATENT_SCALE = 1.0 / 0.18215   # ComfyUI LoadLatent applies this to files without the marker

@@ -19,19 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import PiDInputError
 from .batch import (
-                    RECORD_SUFFIX,
-                    Item,
-                    atomic_write,
-                    existing_embeds,
-                    is_done,
-                    item_key,
-                    output_names,
-                    remove_stale_temporaries,
-                    write_record,
+    RECORD_SUFFIX,
+    Item,
+    atomic_write,
+    existing_embeds,
+    is_done,
+    item_key,
+    output_names,
+    remove_stale_temporaries,
+    write_record,
 )
 from .distributed import World, shard
-from .errors import PiDInputError
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ class TextFeatures:
         self.encoded = 0
 
     def get(self, item: Item):
+        from ..text.recipe import encode_captions
         from .cli_io import read_text_embeds
-        from .text import encode_captions
         key = item.text_key
         if key in self.cache:
             self.cache.move_to_end(key)

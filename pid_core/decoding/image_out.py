@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import PiDInputError
+from ..errors import PiDInputError
 from .sampler import rows_of
 
 OUT_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.uint8: "uint8"}

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import PiDInputError, StateDictMismatchError
+from ..network.model import PiDNet
 from .checkpoint_io import read_state_dict
 from .detect import Detection, check_is_pid, detect, fuse_split_adaln, strip_prefix
-from .errors import PiDInputError, StateDictMismatchError
-from .model import PiDNet
 from .quantised import MARKER, check_quantisation, is_aux_key, quantised_layers
 
 log = logging.getLogger(__name__)

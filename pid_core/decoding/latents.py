@@ -33,7 +33,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .errors import LatentMismatchError, PiDInputError
+from ..errors import LatentMismatchError, PiDInputError
 
 FLOW = "flow"               # (1 - s) x0 + s eps; s in [0, 1]
 COMFY_FLOW = "comfy_flow"   # x_t / (1 - s): ComfyUI's stored latent of a flow model; s in [0, 1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import PiDNetConfig
+from ..network.config import PiDNetConfig
 from .tiling import Tile, tile_grid
 
 GiB = 1 << 30
@@ -48,7 +48,7 @@ def _esize(dtype) -> int:
 @functools.lru_cache(maxsize=32)
 def param_count(cfg: PiDNetConfig) -> int:
     """Number of parameters of the network (built on the meta device, nothing allocated)."""
-    from .model import PiDNet  # late import: model -> blocks is heavier than this module needs
+    from ..network.model import PiDNet  # late import: model -> blocks is heavier than this module needs
     with torch.device("meta"):
         net = PiDNet(cfg)
     return sum(p.numel() for p in net.parameters())

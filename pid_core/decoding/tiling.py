@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import PiDInputError
+from ..errors import PiDInputError
 from .sampler import velocity_to_x0
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import PiDInputError
+from ..errors import PiDInputError
 
 
 def low_pass(x: torch.Tensor, cutoff: int) -> torch.Tensor:

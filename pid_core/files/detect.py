@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ENVELOPES, RELEASES, Envelope, PiDNetConfig
-from .errors import NotAPiDCheckpointError, StateDictMismatchError, UnsupportedCheckpointError
+from ..errors import NotAPiDCheckpointError, StateDictMismatchError, UnsupportedCheckpointError
+from ..network.config import ENVELOPES, RELEASES, Envelope, PiDNetConfig
 from .quantised import is_aux_key
 
 log = logging.getLogger(__name__)

@@ -22,19 +22,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import NonFiniteOutputError, PiDInputError, PiDOutOfMemoryError
+from ..files.detect import Detection
+from ..files.loading import load_net
+from ..network.config import TIMESTEP_SCALE, Envelope
+from ..network.model import PiDNet
+from ..text.recipe import check_text_features
 from . import memory
-from .config import TIMESTEP_SCALE, Envelope
-from .detect import Detection
-from .errors import NonFiniteOutputError, PiDInputError, PiDOutOfMemoryError
 from .image_out import check_out_dtype, count_non_finite, to_image
 from .latents import check_latent, choose_format
-from .loading import load_net
 from .memory import DecodePlan
-from .model import PiDNet
 from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET
 from .sampler import NoiseSource, check_noise_device, make_generator, sample, t_schedule, velocity_to_x0
 from .sizing import check_output_size, check_tiled_output_size, int_pair
-from .text import check_text_features
 from .tiling import TiledDenoiser, tile_request
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
+from ..decoding.latents import FRAMES
+from ..errors import PiDError, PiDInputError
 from .cli_io import file_noise_frame, fix_hint, read_latent, read_text_embeds, write_png
-from .errors import PiDError, PiDInputError
-from .latents import FRAMES
 
 
 def _info(args) -> int:
-    from .checkpoint_io import read_state_dict
-    from .loading import inspect_state_dict
+    from ..files.checkpoint_io import read_state_dict
+    from ..files.loading import inspect_state_dict
     raw = read_state_dict(args.checkpoint)
     name = Path(args.checkpoint).name
     sd, det, layout = inspect_state_dict(raw, name, name)
@@ -45,8 +45,8 @@ def _info(args) -> int:
 def _text(args, batch: int) -> torch.Tensor:
     if args.text_embeds:
         return read_text_embeds(args.text_embeds)
-    from .gemma_hf import TransformersGemmaEncoder
-    from .text import encode_captions
+    from ..text.gemma_hf import TransformersGemmaEncoder
+    from ..text.recipe import encode_captions
     if not args.text_encoder:
         raise PiDInputError("--prompt needs --text-encoder DIR (a Gemma-2-2B-it folder for transformers).")
     enc = TransformersGemmaEncoder(args.text_encoder, device=args.device)
@@ -64,8 +64,8 @@ def parse_tile(value):
 
 
 def _decode(args) -> int:
+    from ..decoding.decoder import load_decoder
     from .batch import parse_size
-    from .decoder import load_decoder
     from .distributed import TileParallel, close, init_from_env, shared_plan
     world = init_from_env(args.device) if args.tile_parallel else None
     dec = load_decoder(args.checkpoint, device=world.device if world else args.device, dtype=args.dtype)
@@ -99,9 +99,9 @@ def _decode(args) -> int:
 
 
 def _decode_batch(args) -> int:
+    from ..decoding.decoder import load_decoder
     from .batch import read_manifest, scan_folder
     from .batch_run import TextFeatures, merge_reports, run_batch
-    from .decoder import load_decoder
     from .distributed import close, gather_to_rank0, init_from_env
     world = init_from_env(args.device)
     defaults = {"sigma": args.sigma, "seed": args.seed, "steps": args.steps, "size": args.size,
@@ -112,7 +112,7 @@ def _decode_batch(args) -> int:
     make_encoder = None
     if args.text_encoder:
         def make_encoder():
-            from .gemma_hf import TransformersGemmaEncoder
+            from ..text.gemma_hf import TransformersGemmaEncoder
             return TransformersGemmaEncoder(args.text_encoder, device=str(world.device))
     settings = {"checkpoint": Path(args.checkpoint).name, "checkpoint_bytes": Path(args.checkpoint).stat().st_size,
                 "dtype": str(dec.dtype), "tile": args.tile, "tile_overlap": args.tile_overlap}

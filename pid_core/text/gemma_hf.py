@@ -12,7 +12,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from .errors import PiDInputError, TextEncodingError
+from ..errors import PiDInputError, TextEncodingError
 
 log = logging.getLogger(__name__)
 

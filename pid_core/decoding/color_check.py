@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import PiDInputError
 from .color_anchor import low_pass
-from .errors import PiDInputError
 
 # sRGB (linear) -> XYZ, D65, and back (IEC 61966-2-1).
 RGB_TO_XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],

@@ -29,8 +29,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import PiDInputError, PiDOutOfMemoryError
-from .memory import DecodePlan
+from ..decoding.memory import DecodePlan
+from ..errors import PiDInputError, PiDOutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class TileParallel:
 def shared_plan(decoder, latent_shape, world: World, output_size=None, tile="auto",
                 tile_overlap: int | None = None) -> DecodePlan:
     """One plan for every process: made on rank 0 with the smallest budget any process has."""
-    from . import memory
+    from ..decoding import memory
     resident = sum(p.numel() * p.element_size() for p in decoder.net.parameters())
     budgets = gather_to_rank0(memory.decode_budget(decoder.device, resident), world)
     plan = error = None

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import PiDInputError
+from ..errors import PiDInputError
 
 LATENT_SUFFIXES = (".latent", ".safetensors")
 RECORD_SUFFIX = ".pid.json"

@@ -31,8 +31,8 @@ from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
-from .config import TEXT_DIM, TEXT_TOKENS
-from .errors import PiDInputError, TextEncodingError
+from ..errors import PiDInputError, TextEncodingError
+from ..network.config import TEXT_DIM, TEXT_TOKENS
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from .errors import PiDInputError
+from ..errors import PiDInputError
 from .preview import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET, PreviewCanvas
 
 T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)   # student schedule of the 4-step distilled nets

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import TRAINED_SIZES
-from .errors import PiDInputError
+from ..errors import PiDInputError
+from ..network.config import TRAINED_SIZES
 from .memory import canvas_bytes, default_overlap, tile_feature_bytes
 from .tiling import tile_grid
 

@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from .errors import UnsupportedCheckpointError
+from ..errors import UnsupportedCheckpointError
 from .model_files import known_file, repack_name
 
 MARKER = "comfy_quant"

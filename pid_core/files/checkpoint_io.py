@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointReadError
+from ..errors import CheckpointReadError
 
 log = logging.getLogger(__name__)
 
