@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from pid_core.decoding.decoder import load_decoder, with_envelope
+from bench import unbounded
+from pid_core.decoding.decoder import DecodeOptions, load_decoder
 from pid_core.decoding.memory import estimate_memory
 from pid_core.decoding.sampler import t_schedule
 from pid_core.network.config import RELEASES_BY_NAME, PiDNetConfig
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
         sd = random_state_dict(cfg, seed=0, dtype=torch.bfloat16)
         print(f"[{fam}] random weights in {time.perf_counter() - t0:.0f} s", flush=True)
         for dname in dtypes:
-            dec = with_envelope(load_decoder(sd, device=dev, dtype=dname), None)
+            dec = unbounded(load_decoder(sd, device=dev, dtype=dname))
             dec.compile = args.compile
             dtype = dec.net.s_embedder.proj.weight.dtype
             for (h, w) in sizes:
@@ -211,13 +212,13 @@ def main(argv=None) -> int:
                 gen = torch.Generator().manual_seed(1)
                 z = torch.randn(args.batch, cfg.latent_channels, h // f, w // f, generator=gen).to(dev)
                 y = torch.randn(args.batch, cfg.text_tokens, cfg.text_dim, generator=gen).to(dev)
-                plan = dec.plan(z.shape, None, budget, tile=tile)
+                plan = dec.plan(z.shape, None, tile, memory_budget_bytes=budget)
                 est = estimate_memory(cfg, h, w, args.batch, dtype).total / GiB if not plan.tiled \
                     else plan.estimate.total / GiB
 
                 def run():
-                    return dec.decode(z, 0.0, y, latent_format="normalized", steps=args.steps, seed=0,
-                                      tile=tile, memory_budget_bytes=budget, noise_device=args.noise_device)
+                    return dec.decode(z, 0.0, y, latent_format="normalized", steps=args.steps, seed=0, plan=plan,
+                                      options=DecodeOptions(noise_device=args.noise_device))
 
                 try:
                     med, times = timed(run, dev, warmup, repeat)
@@ -268,7 +269,7 @@ def reference(PidNet, cfg, sd, dec, dev, z, y, size, args, warmup, repeat, dname
         free(dev)
         dec.net.to(dev)
         ours = dec.decode(z, 0.0, y, latent_format="normalized", steps=args.steps, seed=0,
-                          noise_device="device").float()
+                          options=DecodeOptions(noise_device="device")).float()
         diff = (ours - ref_img).abs()
         out.update(ref_max_abs_diff=float(diff.max()), ref_mean_abs_diff=float(diff.mean()))
         del ours, ref_img, diff

@@ -19,9 +19,10 @@ from collections import defaultdict
 
 import torch
 
+from bench import unbounded
 from pid_core.decoding import decoder as decoder_mod
-from pid_core.decoding import sampler
-from pid_core.decoding.decoder import load_decoder, with_envelope
+from pid_core.decoding import noise, sampler
+from pid_core.decoding.decoder import load_decoder
 from pid_core.network.adapter import LatentAdapter
 from pid_core.network.config import RELEASES_BY_NAME
 from pid_core.network.model import PiDNet
@@ -60,7 +61,7 @@ def main() -> None:
     sd = random_state_dict(cfg, seed=0, dtype=torch.bfloat16)
     y = torch.randn(1, cfg.text_tokens, cfg.text_dim, generator=torch.Generator().manual_seed(2))
     patches = [(PiDNet, "velocity", "network calls"), (LatentAdapter, "encode", "adapter trunk"),
-               (sampler.NoiseSource, "next", "noise draws"), (sampler, "renoise", "re-noise"),
+               (noise.Noise, "next", "noise draws"), (sampler, "renoise", "re-noise"),
                (decoder_mod, "velocity_to_x0", "x0 (float64)")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for (owner, name, label), (_, _, fn) in zip(patches, originals):
@@ -72,7 +73,7 @@ def main() -> None:
         size = args.bf16_size if dtype == "bf16" and args.bf16_size else args.size
         lat = size // cfg.output_factor
         z = torch.randn(1, cfg.latent_channels, lat, lat, generator=torch.Generator().manual_seed(1))
-        dec = with_envelope(load_decoder(sd, device=dev, dtype=dtype), None)
+        dec = unbounded(load_decoder(sd, device=dev, dtype=dtype))
         for run in range(2):   # warm-up, then the timed decode
             SPENT.clear()
             t0 = clock(dev)

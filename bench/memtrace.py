@@ -90,7 +90,8 @@ def trace_peak(device_type: str = "meta", fake_sdpa: bool = True, where: bool = 
 
 def meta_decoder(cfg, dtype=torch.bfloat16):
     """A PiDDecoder whose full-size network lives on the meta device (no memory, no compute)."""
-    from pid_core.decoding.decoder import DecoderInfo, PiDDecoder
+    from pid_core.decoding.decoder import PiDDecoder
+    from pid_core.files.detect import DecoderInfo
     from pid_core.network.model import PiDNet
 
     with torch.device("meta"):
@@ -107,6 +108,9 @@ def traced_peak(decoder, plan, steps: int = 4, where: bool = False):
     ``decoder`` comes from ``meta_decoder``; ``plan`` from ``decoder.plan`` or pid_core.decoding.memory.
     Returns the tracker (``.peak``, ``.peak_where``).
     """
+    from pid_core.decoding.decoder import DecodeOptions
+    from pid_core.decoding.sampler import t_schedule
+
     cfg = decoder.net.cfg
     b = plan.batch
     h, w = plan.output_size
@@ -115,5 +119,5 @@ def traced_peak(decoder, plan, steps: int = 4, where: bool = False):
         z = torch.zeros(b, cfg.latent_channels, max(1, h // f), max(1, w // f), device="meta")
         y = torch.zeros(b, cfg.text_tokens, cfg.text_dim, device="meta")
         sig = torch.zeros(b, device="meta")
-        decoder._run(plan, z, sig, y, 0, steps, "cpu", None)
+        decoder._run(plan, z, sig, y, 0, t_schedule(steps), DecodeOptions())
     return tr

@@ -89,7 +89,8 @@ class PiDDecodeLatent(node_base.ImageNode):
         fmt, frame = resolve_format(latent_format, dec.info, samples, model=model)
         size = None
         if output_long_side:
-            size = fit_long_side(dec.output_size_for(samples.shape[-2:]), output_long_side)
+            f = dec.info.output_factor
+            size = fit_long_side((samples.shape[-2] * f, samples.shape[-1] * f), output_long_side)
         image = pipeline.decode(pid_model, samples, sigma, prompt, seed=seed, steps=steps,
                                 latent_format=fmt, noise_frame=frame, output_size=size, tile_size=tile_size)
         check = anchored = None

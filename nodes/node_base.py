@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 
-from ..pid_core.decoding.sampler import MAX_SEED, MAX_STEPS
+from ..pid_core.decoding.noise import MAX_SEED
+from ..pid_core.decoding.sampler import MAX_STEPS
 from ..pid_core.errors import PiDError
 
 SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": (

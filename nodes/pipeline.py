@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 
-from ..pid_core.decoding.preview import DEFAULT_PREVIEW_SIDE
+from ..pid_core.decoding.decoder import DecodeOptions
+from ..pid_core.decoding.progress import DEFAULT_PREVIEW_SIDE
 from . import host
 from .resolve import require_text_encoder
 from .text_encode import encode_prompt
@@ -46,11 +47,11 @@ def decode(pid_model, latent: torch.Tensor, sigma, prompt: str, *, seed: int, st
     dec = pid_model.decoder
     tile = int(tile_size) if tile_size else "auto"
     text = encode_prompt(require_text_encoder(pid_model), [prompt])
-    device = host.load_for_inference(pid_model.patcher, dec.net,
-                                     dec.memory_request(latent.shape, output_size, tile))
-    plan = dec.plan(latent.shape, output_size, tile=tile)  # whole, or tiles when memory/size demand it
+    host.load_for_inference(pid_model.patcher, dec.net, dec.memory_request(latent.shape, output_size, tile))
+    plan = dec.plan(latent.shape, output_size, tile)  # whole, or tiles when memory/size demand it
     report = StepReporter(host.progress_bar(plan.progress_total(steps)), host.preview_side())
-    return dec.decode(latent.to(device), sigma, text.to(device), seed=seed, steps=steps,
-                      latent_format=latent_format, noise_frame=noise_frame, output_size=output_size,
-                      plan=plan, callback=report, preview=report.preview,
-                      preview_side=report.side or DEFAULT_PREVIEW_SIDE)
+    options = DecodeOptions(noise_frame=noise_frame, callback=report, preview=report.preview,
+                            preview_side=report.side or DEFAULT_PREVIEW_SIDE)
+    # the CPU tensors ComfyUI handed over: checked there, moved by the decoder
+    return dec.decode(latent, sigma, text, seed=seed, steps=steps, latent_format=latent_format, plan=plan,
+                      options=options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 from pathlib import Path
 
@@ -77,3 +79,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def with_envelope(decoder, envelope):
+    """A decoder sharing ``decoder``'s net with another trained size envelope ((min, max) px or None)."""
+    if envelope is not None and not hasattr(envelope, "min_side"):
+        config = importlib.import_module(type(decoder).__module__.rsplit(".", 2)[0] + ".network.config")
+        envelope = config.Envelope(int(envelope[0]), int(envelope[1]), decoder.info.resolution)
+    return type(decoder)(decoder.net, dataclasses.replace(decoder.info, envelope=envelope), decoder.compile)

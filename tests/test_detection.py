@@ -51,10 +51,10 @@ def test_release_key_lists_are_recognised(fname):
     sd = spec_state_dict(fname)
     assert len(sd) == n_keys
     assert sum(v.numel() for v in sd.values()) == n_params
-    _, det, layout = inspect_state_dict(sd, fname, fname)
+    _, det = inspect_state_dict(sd, fname, fname)
     assert (det.family, det.version) == (family, version)
     assert det.config == RELEASES_BY_NAME[release].config
-    assert det.release is not None and "prefix 'net.'" in layout
+    assert det.release is not None and "prefix 'net.'" in det.layout
 
 
 @pytest.mark.parametrize("fname", sorted(SPEC_FILES))
@@ -69,7 +69,7 @@ def test_our_network_has_exactly_the_release_keys_and_shapes(fname):
     ("dinov2_2k", "dinov2", ("normalized",)), ("siglip_2k", "siglip", ("normalized",)),
     ("sd3_2kto4k", "16ch", ("sd3", "flux")), ("qwenimage_v1.5", "16ch", ("qwenimage", "flux"))])
 def test_other_releases_are_recognised(release, family, formats):
-    _, det, _ = inspect_state_dict(meta_release_sd(release), release, f"pid_{release}.safetensors")
+    _, det = inspect_state_dict(meta_release_sd(release), release, f"pid_{release}.safetensors")
     assert det.family == family and det.latent_formats == formats
     assert det.config == RELEASES_BY_NAME[release].config
     if release == "siglip_2k":
@@ -90,7 +90,7 @@ def test_other_releases_are_recognised(release, family, formats):
      ("qwenimage", "flux", "sd3")),
 ])
 def test_comfy_org_file_names_give_resolution_and_formats(release, name, resolution, formats):
-    _, det, _ = inspect_state_dict(meta_release_sd(release, prefix="model.diffusion_model."), name, name)
+    _, det = inspect_state_dict(meta_release_sd(release, prefix="model.diffusion_model."), name, name)
     assert (det.resolution, det.latent_formats) == (resolution, formats)
     assert det.envelope is not None and det.envelope.name == resolution
 
@@ -105,8 +105,8 @@ def test_comfyui_split_adaln_layout(prefix):
             for part in ("msa", "mlp"):
                 key = f"{prefix}pixel_blocks.{i}.adaLN_modulation_{part}.{kind}"
                 sd[key] = torch.empty(half, *fused.shape[1:], device="meta")
-    _, det, layout = inspect_state_dict(sd, "comfy.safetensors")
-    assert det.version == "v1.5" and "split adaLN" in layout
+    _, det = inspect_state_dict(sd, "comfy.safetensors")
+    assert det.version == "v1.5" and "split adaLN" in det.layout
 
 
 def test_split_adaln_fusion_puts_every_row_back_in_place():

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 from test_batch import E, batch_argv, make_batch_dir, save_latent, write_manifest
 
-from pid_core.decoding.decoder import load_decoder
+from pid_core.decoding.decoder import DecodeOptions, load_decoder
 from pid_core.decoding.tiling import tile_grid
 from pid_core.frontends import cli, cli_io
 from pid_core.frontends.batch import read_manifest
@@ -59,8 +59,8 @@ def _worker(rank: int, size: int, port: int, d: Path) -> None:
     z, y = cli_io.read_latent(str(d / "big.latent")), cli_io.read_text_embeds(str(d / E))
     plan = shared_plan(dec, z.shape, world, tile=TILE, tile_overlap=OVERLAP)
     ticks = []
-    img = dec.decode(z, 0.2, y, latent_format="flux", seed=SEED, steps=3, plan=plan,
-                     parallel=TileParallel(world), callback=lambda i, n: ticks.append((i, n)))
+    img = dec.decode(z, 0.2, y, latent_format="flux", seed=SEED, steps=3, plan=plan, options=DecodeOptions(
+        parallel=TileParallel(world), callback=lambda i, n: ticks.append((i, n))))
     torch.save({"img": img, "reports": reports, "ticks": ticks, "plan": plan}, d / f"rank{rank}.pt")
     # the command line, in the same job (it leaves the process group when done)
     assert cli.main([*decode_argv(d), "--tile-parallel", "-o", str(d / "par.png")]) == 0
@@ -94,7 +94,8 @@ def test_two_processes_shard_the_batch_and_the_tiles_with_the_images_of_one(tmp_
         assert torch.equal(torch.load(d / "out2" / name), torch.load(d / "out1" / name)), name
     # tiles: the same plan everywhere, 5 + 4 tiles per step, the single-process tiled image
     z, y = cli_io.read_latent(str(d / "big.latent")), cli_io.read_text_embeds(str(d / E))
-    ref = dec.decode(z, 0.2, y, latent_format="flux", seed=SEED, steps=3, tile=TILE, tile_overlap=OVERLAP)
+    ref = dec.decode(z, 0.2, y, latent_format="flux", seed=SEED, steps=3,
+                     plan=dec.plan(z.shape, tile=TILE, tile_overlap=OVERLAP))
     assert r0["plan"] == r1["plan"] and r0["plan"].n_tiles == 9
     assert r0["ticks"][-1] == (15, 15) and r1["ticks"][-1] == (12, 12)
     assert torch.equal(r0["img"], ref) and torch.equal(r1["img"], ref)

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_fp_close
 from torch import nn
 
-from pid_core.decoding import sampler
+from pid_core.decoding import noise, sampler
 from pid_core.decoding.decoder import PiDDecoder, load_decoder
 from pid_core.network import blocks, rope
 from pid_core.network.model import PiDNet, add_pixel_positions_, pixel_position_table
@@ -128,11 +128,11 @@ def test_rope_slices_and_pairs_match_the_reference_formula(monkeypatch):
         monkeypatch.undo()
 
 
-def test_rope_tables_are_cached_per_device_and_size():
-    a = rope.rope_2d(6, 4, 72, 64, "cpu")
-    assert rope.rope_2d(6, 4, 72, 64, torch.device("cpu")) is a
-    assert a[0].device.type == "cpu" and a[0].dtype == torch.float32 and a[0].shape == (24, 36)
-    assert rope.rope_2d(4, 6, 72, 64, "cpu") is not a
+def test_rope_tables_are_made_on_the_tokens_device():
+    cos, sin = rope.rope_2d(6, 4, 72, 64, "meta")
+    assert cos.device.type == "meta" and cos.dtype == torch.float32 and cos.shape == sin.shape == (24, 36)
+    cos, sin = rope.rope_1d(10, 64, 1e4, "meta")
+    assert cos.device.type == "meta" and cos.shape == (10, 32)
 
 
 def test_pixel_positions_added_in_place_equal_the_table():
@@ -150,19 +150,28 @@ def test_x0_in_row_slices_equals_one_pass(monkeypatch):
 
 
 def test_noise_prefetch_thread_keeps_the_draw_order():
-    with sampler.NoiseSource(9, (1, 3, 8, 8), "cpu") as plain:
+    with noise.Noise(9, (1, 3, 8, 8), "cpu") as plain:
         want = [plain.next() for _ in range(4)]
-    gen = sampler.make_generator(9)
+    gen = noise.make_generator(9)
     assert torch.equal(want[0], torch.randn(1, 3, 8, 8, generator=gen))
     assert torch.equal(want[1], torch.randn(1, 3, 8, 8, generator=gen))
-    src = sampler.NoiseSource(9, (1, 3, 8, 8), "cpu")
-    src._pool = sampler.ThreadPoolExecutor(max_workers=1)   # force the accelerator path
-    src._pending = [src._pool.submit(src._draw) for _ in range(2)]
+    src = noise.Noise(9, (1, 3, 8, 8), "cpu")
+    src._pool = noise.ThreadPoolExecutor(max_workers=1)   # the accelerator path: draws made ahead
+    src._ahead = src._pool.submit(src._draw, "cpu")
     try:
-        got = [src.next() for _ in range(4)]
+        got = [src.next(), src.next(into=torch.empty(1, 3, 8, 8)), src.next(), src.next()]
     finally:
         src.close()
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_shared_noise_gives_every_item_the_same_draws():
+    gen = noise.make_generator(4)
+    first = torch.randn(1, 3, 8, 8, generator=gen)
+    with noise.Noise(4, (3, 3, 8, 8), "cpu", shared=True) as src:
+        a, b = src.next(), src.next(into=torch.empty(3, 3, 8, 8))
+    assert torch.equal(a, first.expand(3, -1, -1, -1))
+    assert torch.equal(b, torch.randn(1, 3, 8, 8, generator=gen).expand(3, -1, -1, -1))
 
 
 def test_bf16_decoder_holds_only_bf16_weights(tiny_sd_factory):
@@ -188,7 +197,7 @@ def test_bf16_within_stated_tolerance_of_fp32(tiny_sd_factory, text_features):
 
 def test_compile_is_opt_in_and_routes_through_torch_compile(tiny_sd_factory, monkeypatch):
     dec = load_decoder(tiny_sd_factory("flux_v1.5"), dtype="fp32")
-    assert dec.compile is False and dec._forward() == dec.net.velocity
+    assert dec.compile is None and dec._network() == dec.net.velocity
     calls = []
 
     def fake_compile(fn, **kw):
@@ -196,10 +205,10 @@ def test_compile_is_opt_in_and_routes_through_torch_compile(tiny_sd_factory, mon
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    dec.compile = True
+    dec.compile = "default"
     z = randn(1, 16, 2, 2)
     a = dec.decode(z, 0.0, randn(1, 300, 2304), latent_format="flux", steps=1)
     dec.decode(z, 0.0, randn(1, 300, 2304), latent_format="flux", steps=1)
     assert calls == [dict(dynamic=False, mode="default")]     # compiled once, then cached
     assert a.shape == (1, 3, 64, 64)
-    assert PiDDecoder(dec.net, dec.info).compile is False
+    assert PiDDecoder(dec.net, dec.info).compile is None

@@ -28,10 +28,11 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from conftest import with_envelope
 from safetensors.torch import save_file
 
 from pid_core import load_decoder
-from pid_core.decoding.decoder import with_envelope
+from pid_core.decoding.decoder import DecodeOptions
 from pid_core.decoding.sizing import check_output_size
 from pid_core.files.loading import resolve_dtype
 from pid_core.network.random_weights import random_state_dict, tiny_config
@@ -88,10 +89,14 @@ def lat(*shape, dtype=torch.float32, fill=None):
     return x.to(dtype)
 
 
-def flux(e, latent, sigma=0.0, text=None, **kw):
-    """Decode with the v1 16-channel tiny decoder as FLUX.1."""
+def flux(e, latent, sigma=0.0, text=None, output_size=None, noise_frame=None, **kw):
+    """Decode with the v1 16-channel tiny decoder as FLUX.1 (at ``output_size`` through its plan)."""
     kw.setdefault("latent_format", "flux")
     kw.setdefault("steps", 1)
+    if output_size is not None:
+        kw["plan"] = e.d.v1.plan(latent.shape, output_size)
+    if noise_frame is not None:
+        kw["options"] = DecodeOptions(noise_frame=noise_frame)
     return e.d.v1.decode(latent, sigma, txt() if text is None else text, **kw)
 
 
@@ -262,9 +267,9 @@ DECODE_CASES = [
                                                            latent_format="sd3"),
          "LatentMismatchError", (r"'sd3'", r"flux/qwenimage", r"v1\.5")),
     Case("noise_frame_unknown", lambda e: flux(e, lat(1, 16, 1, 1), noise_frame="vp"),
-         "PiDInputError", (r"noise frame 'vp' is unknown", r"'flow', 'comfy_flow' or 've'")),
+         "PiDInputError", (r"noise frame 'vp' is unknown", r"flow, comfy_flow, ve or None")),
     Case("plan_for_another_latent", lambda e: flux(e, lat(2, 16, 1, 1), plan=e.d.v1.plan((1, 16, 1, 1))),
-         "PiDInputError", (r"plan is for batch 1 at 32x32", r"batch 2 at 32x32", r"plan\(\)")),
+         "PiDInputError", (r"plan is for batch 1 of \(1, 1\) latents", r"latent is \(2, 16, 1, 1\)", r"plan\(\)")),
     Case("format_not_a_name", lambda e: flux(e, lat(1, 16, 1, 1), latent_format=16), "PiDInputError",
          (r"got int", r"Valid names")),
     Case("compute_dtype_int8", lambda e: resolve_dtype("int8", "cpu"), "PiDInputError",

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import NEEDS_CUDA
 
-from pid_core import load_decoder
+from pid_core import DecodeOptions, load_decoder
 from pid_core.network.random_weights import random_state_dict, tiny_config
 
 # The smallest tiny net that still has every part (gates, PiT gate, adapter convs, 2 patch blocks).
@@ -84,7 +84,7 @@ def run_interrupted(dec, stop: int, exc=Interrupted) -> list:
     """Decode until the callback raises at ``stop``; swallow the exception and drop its traceback."""
     callback, calls = interrupt_at(stop, exc)
     try:
-        dec.decode(LATENT, 0.2, TEXT, callback=callback, **ARGS)
+        dec.decode(LATENT, 0.2, TEXT, options=DecodeOptions(callback=callback), **ARGS)
     except exc:
         pass
     else:
@@ -116,7 +116,7 @@ def test_exception_type_and_message_reach_the_caller(state_dict):
     dec = load_decoder(state_dict, dtype="fp32")
     callback, _ = interrupt_at(2)
     with pytest.raises(Interrupted, match="interrupted at step 2"):
-        dec.decode(LATENT, 0.2, TEXT, callback=callback, **ARGS)
+        dec.decode(LATENT, 0.2, TEXT, options=DecodeOptions(callback=callback), **ARGS)
 
 
 def test_keyboard_interrupt_leaves_no_state(state_dict):
@@ -163,7 +163,8 @@ def test_tiled_decode_interrupted_between_tiles(state_dict):
     reference = load_decoder(state_dict, dtype="fp32").decode(LATENT, 0.2, TEXT, **ARGS)
     callback, calls = interrupt_at(2)
     try:
-        dec.decode(LATENT, 0.2, TEXT, callback=callback, tile=(64, 64), **ARGS)
+        dec.decode(LATENT, 0.2, TEXT, plan=dec.plan(LATENT.shape, tile=(64, 64)),
+                   options=DecodeOptions(callback=callback), **ARGS)
     except Interrupted:
         pass
     assert calls and calls[-1][0] == 2
@@ -174,14 +175,14 @@ def test_tiled_decode_interrupted_between_tiles(state_dict):
 @NEEDS_CUDA
 def test_cuda_memory_back_to_baseline_after_interruption(state_dict):
     dec = load_decoder(state_dict, device="cuda", dtype="bf16")
-    latent, text = LATENT.cuda(), TEXT.cuda()
+    latent, text = LATENT, TEXT   # as a host hands them over: checked on the CPU, moved by the decoder
     reference = dec.decode(latent, 0.2, text, **ARGS)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     for stop in (1, 2, 3, 4):
         callback, _ = interrupt_at(stop)
         try:
-            dec.decode(latent, 0.2, text, callback=callback, **ARGS)
+            dec.decode(latent, 0.2, text, options=DecodeOptions(callback=callback), **ARGS)
         except Interrupted:
             pass
         gc.collect()

@@ -9,8 +9,9 @@ import torch
 
 from bench.memtrace import trace_peak
 from pid_core.decoding import memory, sampler
-from pid_core.decoding.decoder import load_decoder
+from pid_core.decoding.decoder import DecodeOptions, load_decoder
 from pid_core.decoding.image_out import to_image
+from pid_core.decoding.noise import Noise
 from pid_core.decoding.tiling import Tile, TiledDenoiser, blend_profiles, feather, tile_grid
 from pid_core.errors import PiDInputError, PiDOutOfMemoryError
 
@@ -43,21 +44,20 @@ def test_tiles_off_a_grid_are_refused(tiny_sd_factory):
         TiledDenoiser(None, dec.net.lq_proj, aligned, odd, (128, 128), 16, "cpu", "cpu")
 
 
-def test_renoise_in_place_gives_the_same_values(monkeypatch):
+def test_renoise_in_place_gives_upstreams_values():
     x0, eps = randn(1, 3, 64, 48), randn(1, 3, 64, 48, seed=1)
-    want = sampler.renoise(x0, eps, 0.634)
-    monkeypatch.setattr(sampler, "X0_SLICE_ELEMENTS", 500)          # force row slices
-    got = sampler.renoise(x0.clone(), eps, 0.634, inplace=True)
+    t = torch.tensor(0.634, dtype=torch.float32)
+    want = (1 - t) * x0 + t * eps                                 # upstream: an fp32 tensor time
+    got = sampler.renoise(x0.clone(), eps.clone(), 0.634)
     assert torch.equal(got, want)
 
 
-def test_next_into_matches_next_draw_for_draw():
-    with sampler.NoiseSource(5, (1, 3, 16, 16), "cpu") as a, sampler.NoiseSource(5, (1, 3, 16, 16), "cpu") as b:
+def test_draws_into_a_dead_buffer_match_fresh_draws():
+    with Noise(5, (1, 3, 16, 16), "cpu") as a, Noise(5, (1, 3, 16, 16), "cpu") as b:
         buf = torch.empty(1, 3, 16, 16)
         for _ in range(3):
-            got = b.next_into(buf)
+            got = b.next(into=buf)
             assert got is buf and torch.equal(a.next(), got)
-        assert b.next_into(torch.empty(1, 3, 8, 8)).shape == (1, 3, 16, 16)   # wrong buffer: fresh draw
 
 
 def test_image_conversion_in_place_and_streamed(monkeypatch):
@@ -76,10 +76,10 @@ def test_decode_out_dtype(tiny_sd_factory):
     dec = load_decoder(tiny_sd_factory("flux_v1.5", patch_depth=2, adapter_res_blocks=1), dtype="fp32")
     z, y = randn(1, 16, 2, 3), randn(1, 300, 2304)
     ref = dec.decode(z, 0.0, y, latent_format="flux", steps=2)
-    u8 = dec.decode(z, 0.0, y, latent_format="flux", steps=2, out_dtype=torch.uint8)
+    u8 = dec.decode(z, 0.0, y, latent_format="flux", steps=2, options=DecodeOptions(out_dtype=torch.uint8))
     assert torch.equal(u8, (ref * 255).round().to(torch.uint8))
     with pytest.raises(PiDInputError, match="out_dtype=torch.int32 is not supported"):
-        dec.decode(z, 0.0, y, latent_format="flux", steps=1, out_dtype=torch.int32)
+        dec.decode(z, 0.0, y, latent_format="flux", steps=1, options=DecodeOptions(out_dtype=torch.int32))
 
 
 def test_tiled_canvas_holds_two_fp32_buffers(tiny_sd_factory, monkeypatch):
@@ -92,10 +92,10 @@ def test_tiled_canvas_holds_two_fp32_buffers(tiny_sd_factory, monkeypatch):
     tiles = tile_grid(h, w, tile, tile, 32)
     aligned = dec.net.lq_proj.align(randn(1, 16, h // 32, w // 32), (h // 16, w // 16))
     with torch.inference_mode(), trace_peak("cpu", fake_sdpa=False) as tr:
-        den = TiledDenoiser(lambda x, t, tok: x * 0.5, dec.net.lq_proj, aligned, tiles, (h, w), 32,
+        den = TiledDenoiser(lambda x, t, tok, at: x * 0.5, dec.net.lq_proj, aligned, tiles, (h, w), 32,
                             "cpu", "cpu")
-        with sampler.NoiseSource(0, (1, 3, h, w), "cpu") as noise:
-            out = to_image(sampler.sample(den, noise, 4, calls_per_step=den.calls_per_step))
+        with Noise(0, (1, 3, h, w), "cpu") as noise:
+            out = to_image(sampler.sample(den, noise, sampler.t_schedule(4)))
     assert out.shape == (1, 3, h, w)
     full = memory.canvas_bytes(h, w)
     assert full == 24 * h * w
@@ -114,7 +114,8 @@ def test_a_canvas_that_does_not_fit_in_ram_is_refused_early(tiny_sd_factory, mon
     calls = []
     with pytest.raises(PiDOutOfMemoryError, match=r"a 256x256 tiled decode \(batch 1\) keeps its full-size "
                                                   r"canvas in system RAM"):
-        dec.decode(z, 0.0, y, latent_format="flux", plan=plan, callback=lambda i, n: calls.append(i))
+        dec.decode(z, 0.0, y, latent_format="flux", plan=plan,
+                   options=DecodeOptions(callback=lambda i, n: calls.append(i)))
     assert calls == []                                          # refused before any work
     monkeypatch.setattr(memory, "available_bytes", lambda device: need)
     assert dec.decode(z, 0.0, y, latent_format="flux", steps=1, plan=plan).shape == (1, 3, 256, 256)

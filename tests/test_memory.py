@@ -10,6 +10,8 @@ from bench.memtrace import meta_decoder, traced_peak
 from pid_core.decoding import memory as M
 from pid_core.network import flops as F
 from pid_core.network.config import ENVELOPE_2K, RELEASES_BY_NAME
+from pid_core.network.model import PiDNet
+from pid_core.network.random_weights import tiny_config
 
 V1 = RELEASES_BY_NAME["flux_2k"].config
 V15 = RELEASES_BY_NAME["flux_v1.5"].config
@@ -37,8 +39,17 @@ def test_flops_match_the_issue_count():
                                             ("flux2_v1.5", 1_400_346_771)])
 def test_param_count_matches_the_released_checkpoints(release, params):
     cfg = RELEASES_BY_NAME[release].config
-    assert M.param_count(cfg) == params
+    assert F.param_count(cfg) == params
     assert M.weight_bytes(cfg, torch.bfloat16) == 2 * params
+
+
+@pytest.mark.parametrize("release", sorted(RELEASES_BY_NAME))
+@pytest.mark.parametrize("tiny", [False, True])
+def test_param_count_counts_the_network_layer_by_layer(release, tiny):
+    cfg = tiny_config(release) if tiny else RELEASES_BY_NAME[release].config
+    with torch.device("meta"):
+        net = PiDNet(cfg)
+    assert F.param_count(cfg) == sum(p.numel() for p in net.parameters())
 
 
 def test_estimate_is_monotone_in_size_batch_and_dtype():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import with_envelope
 from node_helpers import ROOT, FakeModel, FakeVAE, TinyTextEncoder, load_pack, pack_module
 from safetensors.torch import save_file
 
@@ -14,6 +15,7 @@ host = pack_module("nodes.host")
 model_folders = pack_module("nodes.model_folders")
 errors = pack_module("pid_core.errors")
 random_weights = pack_module("pid_core.network.random_weights")
+Options = pack_module("pid_core.decoding.decoder").DecodeOptions
 LoadModel = pack.NODE_CLASS_MAPPINGS["PiD_LoadModel"]
 Decode = pack.NODE_CLASS_MAPPINGS["PiD_DecodeLatent"]
 Upscale = pack.NODE_CLASS_MAPPINGS["PiD_Upscale2Kto4K"]
@@ -279,8 +281,7 @@ def test_register_model_folder_is_a_no_op_without_comfyui():
 def test_decode_beyond_trained_envelope_is_tiled_not_refused(monkeypatch):
     """A size outside the checkpoint's envelope goes tiled (progress over tiles x steps)."""
     model, _ = load()
-    decoder_mod = pack_module("pid_core.decoding.decoder")
-    model.decoder = decoder_mod.with_envelope(model.decoder, (64, 96))
+    model.decoder = with_envelope(model.decoder, (64, 96))
     bars = []
     real = host.progress_bar
     monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real(total)) or bars[-1])
@@ -315,7 +316,7 @@ def test_noise_frame_comes_from_the_models_sampling_type():
     sdxl = FakeModel("SDXL", _sampling("ModelSamplingDiscrete", "EPS", 14.6))
     dec = model.decoder
     text = pack_module("nodes.text_encode").encode_prompt(model.text_encoder, ["a red fox"])
-    ref = {frame: dec.decode(latent, 0.5, text, latent_format="sdxl", noise_frame=frame, steps=4)
+    ref = {frame: dec.decode(latent, 0.5, text, latent_format="sdxl", steps=4, options=Options(noise_frame=frame))
            for frame in ("comfy_flow", "ve")}
     assert not torch.equal(ref["comfy_flow"], ref["ve"])
     assert torch.equal(decode(model, latent, 0.5, model=auraflow), ref["comfy_flow"].movedim(1, -1))
@@ -329,9 +330,10 @@ def test_a_flow_latent_from_comfyui_is_scaled_back_to_x_t():
     dec = model.decoder
     latent = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(4))
     text = pack_module("nodes.text_encode").encode_prompt(model.text_encoder, ["a red fox"])
-    comfy = dec.decode(latent, 0.3449, text, latent_format="flux", noise_frame="comfy_flow")
+    comfy = dec.decode(latent, 0.3449, text, latent_format="flux", options=Options(noise_frame="comfy_flow"))
     assert torch.equal(decode(model, latent, 0.3449, latent_format="flux"), comfy.movedim(1, -1))
-    assert not torch.equal(comfy, dec.decode(latent, 0.3449, text, latent_format="flux", noise_frame="flow"))
+    assert not torch.equal(comfy, dec.decode(latent, 0.3449, text, latent_format="flux",
+                                             options=Options(noise_frame="flow")))
 
 
 def test_latent_format_knowledge_is_derived_from_pid_core():

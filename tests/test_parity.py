@@ -8,7 +8,7 @@ import torch
 from conftest import FP32_ULPS, FP64_ULPS, PARITY_NAMES, assert_fp_close, load_parity, ulps_apart
 
 from pid_core.decoding.decoder import load_decoder
-from pid_core.decoding.sampler import sample, velocity_to_x0
+from pid_core.decoding.sampler import sample, t_schedule, velocity_to_x0
 from pid_core.network.config import from_upstream_kwargs
 from pid_core.network.model import PiDNet
 
@@ -86,17 +86,15 @@ def test_sampler_matches_upstream(name):
     tokens = net.lq_proj.encode(z, net.grid_for(t["sampler.noise"]))
     calls = []
 
-    def x0(x, tc, tick):
-        v = net.velocity(x, torch.full((1,), tc) * 1000, y, tokens, s)
-        tick()
-        return velocity_to_x0(x, tc, v)
+    def x0(x, tc):
+        calls.append(tc)
+        return velocity_to_x0(x, tc, net.velocity(x, torch.full((1,), tc) * 1000, y, tokens, s))
 
     draws = iter([t["sampler.noise"]] + [t[f"sampler.eps.{k}"] for k in range(3)])
     with torch.no_grad():
-        out = sample(x0, SimpleNamespace(next=lambda: next(draws)), 4,
-                     callback=lambda i, n: calls.append((i, n)))
+        out = sample(x0, SimpleNamespace(next=lambda into=None: next(draws).clone()), t_schedule(4))
     assert_fp_close(out, t["sampler.output"])
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls == [float(v) for v in t["sampler.t_list"][:4]]      # upstream's fp32 times
 
 
 def test_adapter_once_equals_adapter_every_step():

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pid_core.decoding.decoder import load_decoder
-from pid_core.decoding.preview import PreviewCanvas, preview_size
-from pid_core.decoding.sampler import sample
+from pid_core.decoding.decoder import DecodeOptions, load_decoder
+from pid_core.decoding.progress import PreviewCanvas, preview_size
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,10 +46,10 @@ def test_canvas_shows_the_estimate_downscaled():
 def test_whole_decode_previews_every_step_before_its_callback(dec):
     z, y = randn(1, 16, 4, 6), randn(1, 300, 2304)
     events = []
-    out = dec.decode(z, 0.0, y, latent_format="flux", steps=3,
-                     callback=lambda i, n: events.append(("step", i, n)),
-                     preview=lambda im: events.append(("preview", tuple(im.shape), im.clone())),
-                     preview_side=64, preview_budget=None)
+    out = dec.decode(z, 0.0, y, latent_format="flux", steps=3, options=DecodeOptions(
+        callback=lambda i, n: events.append(("step", i, n)),
+        preview=lambda im: events.append(("preview", tuple(im.shape), im.clone())),
+        preview_side=64, preview_budget=None))
     assert [e[0] for e in events] == ["preview", "step"] * 3
     shapes = {e[1] for e in events if e[0] == "preview"}
     assert shapes == {(43, 64, 3)}                              # 128 x 192 output, long side 64
@@ -64,8 +63,8 @@ def test_tiled_decode_previews_the_canvas_as_tiles_land(dec):
     plan = dec.plan(z.shape, tile=64)
     assert plan.n_tiles == 9
     seen = []
-    dec.decode(z, 0.0, y, latent_format="flux", steps=2, plan=plan, preview=lambda im: seen.append(im.clone()),
-               preview_side=512, preview_budget=None)
+    dec.decode(z, 0.0, y, latent_format="flux", steps=2, plan=plan, options=DecodeOptions(
+        preview=lambda im: seen.append(im.clone()), preview_side=512, preview_budget=None))
     assert len(seen) == plan.progress_total(2) == 18
     assert all(tuple(im.shape) == (128, 128, 3) for im in seen)
     # first tile of the first step: only its 64 x 64 region is filled, the rest still black
@@ -75,13 +74,13 @@ def test_tiled_decode_previews_the_canvas_as_tiles_land(dec):
 
 
 def test_no_preview_when_disabled_costs_nothing(dec, monkeypatch):
-    from pid_core.decoding import sampler
+    from pid_core.decoding import decoder
     built = []
-    monkeypatch.setattr(sampler, "PreviewCanvas", lambda *a: built.append(a) or PreviewCanvas(*a))
+    monkeypatch.setattr(decoder, "PreviewCanvas", lambda *a: built.append(a) or PreviewCanvas(*a))
     z, y = randn(1, 16, 2, 2), randn(1, 300, 2304)
     dec.decode(z, 0.0, y, latent_format="flux", steps=2)
     assert built == []
-    dec.decode(z, 0.0, y, latent_format="flux", steps=2, preview=lambda im: None)
+    dec.decode(z, 0.0, y, latent_format="flux", steps=2, options=DecodeOptions(preview=lambda im: None))
     assert len(built) == 1
 
 
@@ -104,18 +103,3 @@ def test_previews_are_rationed_to_the_budget():
     assert shown == [0.5, 51.0, 101.5]          # 0.5 s each, then 50 s without: 1 % of the time
     assert canvas.shown == 3
     assert PreviewCanvas((64, 64), 32, lambda im: None, budget=None).land(x)
-
-
-def test_sample_accepts_denoisers_that_tick_without_an_estimate():
-    class Zeros:
-        def next(self):
-            return torch.zeros(1, 3, 32, 32)
-
-    calls = []
-
-    def x0_fn(x, t, tick):
-        tick()
-        return x * 0
-
-    sample(x0_fn, Zeros(), 2, preview=lambda im: calls.append(im))
-    assert calls == []

@@ -147,8 +147,9 @@ def test_decode_is_an_image_or_a_documented_error(r):
     text = torch.randn(r["text_batch"], 300, 2304, generator=torch.Generator().manual_seed(0))
     want = oracle(r)
     try:
+        plan = None if r["output_size"] is None else dec.plan(r["latent"].shape, r["output_size"])
         img = dec.decode(r["latent"], r["sigma"], text, seed=r["seed"], steps=r["steps"],
-                         latent_format=r["latent_format"], output_size=r["output_size"])
+                         latent_format=r["latent_format"], plan=plan)
     except PiDError as exc:
         assert isinstance(exc, PiDInputError), f"{type(exc).__name__}: {exc}"
         assert want in ("error", "either"), f"refused a valid request: {exc}"
@@ -156,7 +157,7 @@ def test_decode_is_an_image_or_a_documented_error(r):
     assert want in ("ok", "either"), "accepted a request the documented rules refuse"
     z = r["latent"]
     b, hh, ww = z.shape[0], z.shape[-2], z.shape[-1]
-    size = r["output_size"] or dec.output_size_for((hh, ww))
+    size = r["output_size"] or (hh * dec.info.output_factor, ww * dec.info.output_factor)
     assert tuple(img.shape) == (b, 3, *size)
     assert img.dtype == torch.float32
     assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
@@ -172,4 +173,4 @@ def test_valid_requests_are_deterministic(release, h, w, steps, seed, sigma):
     a = dec.decode(z, sigma, text, seed=seed, steps=steps, latent_format=dec.info.latent_formats[0])
     b = dec.decode(z, sigma, text, seed=seed, steps=steps, latent_format=dec.info.latent_formats[0])
     assert torch.equal(a, b)
-    assert a.shape == (1, 3, *dec.output_size_for((h, w)))
+    assert a.shape == (1, 3, h * dec.info.output_factor, w * dec.info.output_factor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import with_envelope
 from node_helpers import TinyTextEncoder, load_pack, pack_module
 from safetensors.torch import save_file
 
@@ -13,7 +14,6 @@ host = pack_module("nodes.host")
 model_folders = pack_module("nodes.model_folders")
 sizing = pack_module("pid_core.decoding.sizing")
 config = pack_module("pid_core.network.config")
-decoder_mod = pack_module("pid_core.decoding.decoder")
 errors = pack_module("pid_core.errors")
 rw = pack_module("pid_core.network.random_weights")
 Size = pack.NODE_CLASS_MAPPINGS["PiD_Size"]
@@ -35,7 +35,7 @@ def load(models, monkeypatch, release, envelope):
     monkeypatch.setenv(model_folders.ENV_MODELS_DIR, str(models))
     model, _ = pack.NODE_CLASS_MAPPINGS["PiD_LoadModel"]().load(f"{release}.safetensors", "none", "auto",
                                                                clip=TinyTextEncoder())
-    model.decoder = decoder_mod.with_envelope(model.decoder, config.ENVELOPES[envelope])
+    model.decoder = with_envelope(model.decoder, config.ENVELOPES[envelope])
     return model
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import with_envelope
 
 from pid_core.decoding import memory
-from pid_core.decoding.decoder import load_decoder, with_envelope
-from pid_core.decoding.sampler import sample
+from pid_core.decoding.decoder import DecodeOptions, load_decoder
+from pid_core.decoding.sampler import sample, t_schedule, velocity_to_x0
 from pid_core.decoding.tiling import Tile, TiledDenoiser, feather, tile_grid
 from pid_core.errors import PiDInputError
 
@@ -30,14 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_single_tile_equals_whole_decode_exactly(tiny_sd_factory, release, fmt, latent):
     dec = load_decoder(tiny_sd_factory(release, patch_depth=2, adapter_res_blocks=1), dtype="fp32")
     z, y = randn(*latent), randn(1, 300, 2304)
-    h, w = dec.output_size_for(latent[-2:])
+    h, w = latent[-2] * dec.info.output_factor, latent[-1] * dec.info.output_factor
     args = dict(latent_format=fmt, seed=4, steps=3)
     whole = dec.decode(z, 0.3, y, **args)
     calls = []
-    tiled = dec.decode(z, 0.3, y, tile=(h, w), callback=lambda i, n: calls.append((i, n)), **args)
-    assert dec.plan(z.shape, tile=(h, w)).tiled and dec.plan(z.shape, tile=(h, w)).n_tiles == 1
+    plan = dec.plan(z.shape, tile=(h, w))
+    tiled = dec.decode(z, 0.3, y, plan=plan, options=DecodeOptions(callback=lambda i, n: calls.append((i, n))),
+                       **args)
+    assert plan.tiled and plan.n_tiles == 1
     assert torch.equal(tiled, whole)
-    assert torch.equal(dec.decode(z, 0.3, y, tile=4096, **args), whole)    # larger than the image
+    assert torch.equal(dec.decode(z, 0.3, y, plan=dec.plan(z.shape, tile=4096), **args), whole)  # > the image
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -55,8 +58,8 @@ class ZeroNoise:
     def __init__(self, shape):
         self.shape = shape
 
-    def next(self):
-        return torch.zeros(self.shape)
+    def next(self, into=None):
+        return torch.zeros(self.shape) if into is None else into.zero_()
 
 
 def test_blending_is_seam_free_on_a_constant_model(tiny_sd_factory):
@@ -70,19 +73,19 @@ def test_blending_is_seam_free_on_a_constant_model(tiny_sd_factory):
     z, y, sig = randn(1, 16, 5, 7), randn(1, 300, 2304), torch.zeros(1)
     aligned = net.lq_proj.align(z, (h // 16, w // 16))
 
-    def velocity(x, t, tokens):
-        return net.velocity(x, torch.full((x.shape[0],), t) * 1000, y, tokens, sig)
+    def x0_of(x, t, tokens, at):
+        return velocity_to_x0(x, t, net.velocity(x, torch.full((x.shape[0],), t) * 1000, y, tokens, sig))
 
     # zero noise: x0 = -t * colour is the same constant in every tile, so the blended canvas
     # must be constant to rounding, across every seam
-    den = TiledDenoiser(velocity, net.lq_proj, aligned, plan.tiles, (h, w), plan.overlap, "cpu", "cpu")
-    out = sample(den, ZeroNoise((1, 3, h, w)), 4, calls_per_step=den.calls_per_step)
+    den = TiledDenoiser(x0_of, net.lq_proj, aligned, plan.tiles, (h, w), plan.overlap, "cpu", "cpu")
+    out = sample(den, ZeroNoise((1, 3, h, w)), t_schedule(4))
     for c in range(3):
         assert float(out[0, c].max() - out[0, c].min()) < 1e-6
     # with real noise, tiled equals the whole-image decode to rounding everywhere
     z = randn(1, 16, 5, 7)
     whole = dec.decode(z, 0.0, y, latent_format="flux", seed=2)
-    tiled = dec.decode(z, 0.0, y, latent_format="flux", seed=2, tile=(64, 96), tile_overlap=32)
+    tiled = dec.decode(z, 0.0, y, latent_format="flux", seed=2, plan=dec.plan(z.shape, tile=(64, 96), tile_overlap=32))
     assert (tiled - whole).abs().max() < 1e-6
 
 
@@ -116,7 +119,8 @@ def test_progress_counts_tiles_times_steps_and_interrupts_between_tiles(tiny_sd_
     z, y = randn(1, 16, 4, 4), randn(1, 300, 2304)
     plan = dec.plan(z.shape, tile=64)
     calls = []
-    dec.decode(z, 0.0, y, latent_format="flux", steps=2, tile=64, callback=lambda i, n: calls.append((i, n)))
+    dec.decode(z, 0.0, y, latent_format="flux", steps=2, plan=plan,
+               options=DecodeOptions(callback=lambda i, n: calls.append((i, n))))
     total = plan.progress_total(2)
     assert plan.n_tiles == 9 and calls == [(i, total) for i in range(1, total + 1)]
 
@@ -128,7 +132,7 @@ def test_progress_counts_tiles_times_steps_and_interrupts_between_tiles(tiny_sd_
             raise Stop
 
     with pytest.raises(Stop):
-        dec.decode(z, 0.0, y, latent_format="flux", steps=2, tile=64, callback=stop)
+        dec.decode(z, 0.0, y, latent_format="flux", steps=2, plan=plan, options=DecodeOptions(callback=stop))
 
 
 def test_tiled_envelope_rules(tiny_sd_factory):
@@ -139,7 +143,7 @@ def test_tiled_envelope_rules(tiny_sd_factory):
         dec.decode(z, 0.0, y, latent_format="flux", steps=1)              # whole image: refused
     plan = dec.plan(z.shape)                                               # "auto": tiles inside
     assert plan.tiled and max(plan.tile_size) <= 128
-    img = dec.decode(z, 0.0, y, latent_format="flux", steps=1, tile="auto")
+    img = dec.decode(z, 0.0, y, latent_format="flux", steps=1, plan=plan)
     assert img.shape == (1, 3, 256, 192) and torch.isfinite(img).all()
     with pytest.raises(PiDInputError, match="tile 192x192 is outside what this checkpoint"):
         dec.plan(z.shape, tile=192)
@@ -167,7 +171,7 @@ def test_plan_follows_the_budget(tiny_sd_factory):
 
 def test_whole_and_tiled_decodes_run_the_same_loop(tiny_sd_factory, monkeypatch):
     """Both paths go through sampler.sample: same times, same draws, one x0 call per step;
-    the tiled denoiser ticks once per tile."""
+    the progress hook ticks once per network call (once per tile)."""
     from pid_core.decoding import decoder as decoder_mod
     from pid_core.decoding import sampler as sampler_mod
 
@@ -175,29 +179,29 @@ def test_whole_and_tiled_decodes_run_the_same_loop(tiny_sd_factory, monkeypatch)
     z, y = randn(1, 16, 4, 4), randn(1, 300, 2304)
     seen = []
 
-    def counting_sample(x0_fn, noise, steps=4, callback=None, calls_per_step=1):
-        record = {"kind": type(x0_fn).__name__, "times": [], "per_step": calls_per_step, "draws": 0}
+    def counting_sample(x0_of, noise, times):
+        record = {"kind": type(x0_of).__name__, "times": [], "draws": 0}
         seen.append(record)
 
         class CountingNoise:
-            def next(self):
+            def next(self, into=None):
                 record["draws"] += 1
-                return noise.next()
+                return noise.next(into)
 
-        def counting_x0(x, t, tick):
+        def counting_x0(x, t):
             record["times"].append(t)
-            return x0_fn(x, t, tick)
+            return x0_of(x, t)
 
-        return sampler_mod.sample(counting_x0, CountingNoise(), steps, callback, calls_per_step)
+        return sampler_mod.sample(counting_x0, CountingNoise(), times)
 
     monkeypatch.setattr(decoder_mod, "sample", counting_sample)
     ticks = {"whole": [], "tiled": []}
-    dec.decode(z, 0.2, y, latent_format="flux", steps=3, callback=lambda i, n: ticks["whole"].append(n))
-    dec.decode(z, 0.2, y, latent_format="flux", steps=3, tile=64,
-               callback=lambda i, n: ticks["tiled"].append(n))
+    dec.decode(z, 0.2, y, latent_format="flux", steps=3,
+               options=DecodeOptions(callback=lambda i, n: ticks["whole"].append(n)))
+    dec.decode(z, 0.2, y, latent_format="flux", steps=3, plan=dec.plan(z.shape, tile=64),
+               options=DecodeOptions(callback=lambda i, n: ticks["tiled"].append(n)))
     whole, tiled = seen
     assert whole["kind"] == "function" and tiled["kind"] == "TiledDenoiser"
-    assert whole["times"] == tiled["times"] == list(sampler_mod.t_schedule(3)[:-1])
+    assert whole["times"] == tiled["times"] == list(t_schedule(3)[:-1])
     assert whole["draws"] == tiled["draws"] == 3                  # start noise + 2 re-noise draws
-    assert whole["per_step"] == 1 and tiled["per_step"] == 9
     assert ticks["whole"] == [3] * 3 and ticks["tiled"] == [27] * 27

@@ -35,7 +35,7 @@ def _measure() -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from pid_core.decoding.sampler import sample, velocity_to_x0
+    from pid_core.decoding.sampler import sample, t_schedule, velocity_to_x0
     from pid_core.network.config import from_upstream_kwargs
     from pid_core.network.model import PiDNet
 
@@ -66,12 +66,12 @@ def _measure() -> dict:
             y, z, s = t["input.context"][1:2], t["input.lq_latent"][1:2], t["input.degrade_sigma"][1:2]
             tokens = net.lq_proj.encode(z, net.grid_for(t["sampler.noise"]))
 
-            def x0(x, tc, tick):
-                tick()
+            def x0(x, tc):
                 return velocity_to_x0(x, tc, net.velocity(x, torch.full((1,), tc) * 1000, y, tokens, s))
 
             draws = iter([t["sampler.noise"]] + [t[f"sampler.eps.{k}"] for k in range(3)])
-            got = sample(x0, type("N", (), {"next": lambda self: next(draws)})(), 4)
+            got = sample(x0, type("N", (), {"next": lambda self, into=None: next(draws).clone()})(),
+                         t_schedule(4))
             ref_s = t["sampler.output"]
             row["sampler"] = ulps(got, ref_s, float(ref_s.abs().max()))
         out[name] = row

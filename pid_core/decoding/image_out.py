@@ -20,8 +20,11 @@ def check_out_dtype(dtype) -> torch.dtype:
 
 
 def count_non_finite(x: torch.Tensor) -> int:
-    """Number of NaN/inf values, counted in row slices (no full-size boolean mask)."""
-    return sum(int((~torch.isfinite(x[sl])).sum()) for sl in rows_of(x))
+    """Number of NaN/inf values, counted in row slices (no full-size boolean mask), read once."""
+    count = torch.zeros((), dtype=torch.int64, device=x.device)
+    for sl in rows_of(x):
+        count += (~torch.isfinite(x[sl])).sum()
+    return int(count)
 
 
 def to_image(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:

@@ -1,27 +1,21 @@
-"""Working memory of a PiD decode and the whole-vs-tiled plan (FLOPs: flops.py).
+"""Working memory of a PiD decode and the whole-vs-tiled plan.
 
 The cost model is a pure function of the network config, the output size, the batch and the
-compute dtype (no allocation), so nodes and scripts can ask "will 4096 x 4096 fit in 8 GB, and if
-not, with which tiles?" before loading anything. The one device query, ``available_bytes``, is
-at the end (``decode_budget`` turns it into a decode's budget).
-
-* ``estimate_memory`` / ``estimate_tiled_memory`` give the peak working memory of a decode:
-  the weights plus the largest set of activations alive at once in this package's
-  implementation (chunked pixel blocks, sliced RoPE, adapter heads run on demand, float64
-  ``x0`` in row slices). The activation model was fitted to exact traces of the real code on
-  PyTorch's ``meta`` device (``bench/memtrace.py``) and errs on the high side; allocator
-  fragmentation is covered by ``ALLOCATOR_SLACK``.
-* ``plan_decode`` picks whole image or tiles (and the tile size) for a memory budget.
+compute dtype (nothing is allocated), so callers can ask "will 4096 x 4096 fit in 8 GB, and with
+which tiles?" before loading. It was fitted to traces of the real code on the ``meta`` device
+(``bench/memtrace.py``) and errs high. The device probes (``available_bytes``, ``decode_budget``)
+are at the end.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import PiDOutOfMemoryError
 from ..network.config import PiDNetConfig
+from ..network.flops import param_count
 from .tiling import Tile, tile_grid
 
 GiB = 1 << 30
@@ -41,19 +35,10 @@ ALLOCATOR_SLACK = 1.10
 STATE_SHARE_OF_BUDGET = 0.25
 
 def _esize(dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else int(dtype)
+    return dtype.itemsize if isinstance(dtype, torch.dtype) else int(dtype)
 
 
 # -------------------------------------------------------------------------------------- memory
-@functools.lru_cache(maxsize=32)
-def param_count(cfg: PiDNetConfig) -> int:
-    """Number of parameters of the network (built on the meta device, nothing allocated)."""
-    from ..network.model import PiDNet  # late import: model -> blocks is heavier than this module needs
-    with torch.device("meta"):
-        net = PiDNet(cfg)
-    return sum(p.numel() for p in net.parameters())
-
-
 def weight_bytes(cfg: PiDNetConfig, dtype=torch.bfloat16) -> int:
     return param_count(cfg) * _esize(dtype)
 
@@ -214,6 +199,7 @@ class DecodePlan:
     estimate: MemoryEstimate
     budget_bytes: int | None
     reason: str
+    latent_size: tuple[int, int] | None = None   # (h, w) of the latent it was made for
 
     @property
     def tiled(self) -> bool:
@@ -333,8 +319,24 @@ def decode_budget(device, resident_bytes: int) -> int | None:
     return available_bytes(device) + int(resident_bytes)
 
 
-__all__ = ["param_count", "weight_bytes", "chunk_rows",
+def check_host_memory(cfg: PiDNetConfig, plan: DecodePlan, dtype, on_cpu: bool) -> None:
+    """Refuse, before any work, a decode whose full-size buffers would live in system RAM that is
+    not available (``on_cpu``: the net runs on the CPU or the plan keeps its canvas there)."""
+    need = host_bytes(cfg, plan, dtype) if on_cpu else 0
+    free = available_bytes("cpu") if need else None
+    if free is None or need <= free:
+        return
+    h, w = plan.output_size
+    per_px = need / (plan.batch * h * w)
+    raise PiDOutOfMemoryError(
+        f"a {h}x{w} tiled decode (batch {plan.batch}) keeps its full-size canvas in system RAM: "
+        f"it needs about {need / GiB:.1f} GiB ({per_px:.0f} bytes per output pixel), but "
+        f"only {free / GiB:.1f} GiB is available. Close other programs, or choose a "
+        f"smaller output size (about {free / per_px / 1e6:.0f} megapixels fit now).")
+
+
+__all__ = ["weight_bytes", "chunk_rows",
            "MemoryEstimate", "estimate_memory", "estimate_tiled_memory", "canvas_bytes",
            "tile_feature_bytes", "host_bytes",
            "default_overlap", "DecodePlan", "plan_decode", "whole_plan", "tiled_plan",
-           "smaller_plan", "MIN_TILE_PX", "available_bytes", "decode_budget"]
+           "smaller_plan", "MIN_TILE_PX", "available_bytes", "decode_budget", "check_host_memory"]

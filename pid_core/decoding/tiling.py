@@ -1,31 +1,9 @@
-"""Tiled decoding for images larger than memory (or than a checkpoint's trained sizes).
-
-The output is covered by overlapping tiles on the 16-px patch grid. Every sampler step runs the
-network on each tile, turns its velocity into a clean-image estimate ``x0`` and blends the
-estimates into one full-size canvas with normalised feathered weights (MultiDiffusion-style,
-separable, so no weight map is stored and nothing is divided); the global
-sampler update (re-noising with ONE full-size noise field) then happens on the whole canvas, so
-every tile starts each step from the same shared state and the seams have nothing to disagree
-about beyond the network's own context.
-
-What each tile sees:
-
-* **pixels**: its crop of the global state ``x_t`` (the noise of a tile is a crop of the full-size
-  draws, in the same generator order as a whole-image decode);
-* **latent**: the adapter's input is the whole latent resampled to the patch grid once; each tile
-  runs the adapter's conv trunk on its crop plus a context margin of ``receptive_radius`` patch
-  cells (``LatentAdapter``), then keeps the features of its own cells. With the margin the
-  convolutions see exactly what they see in a whole-image decode; only the GroupNorm statistics
-  are those of the crop;
-* **positions**: each tile is decoded as a standalone image of its size: its pixel sin-cos table
-  and its RoPE grids are tile-local (positions 0..h-1, NTK scaling for the tile's grid), exactly
-  like a normal decode at that size. So tiles should stay inside the checkpoint's trained sizes.
-
-The sampling loop itself is ``sampler.sample``; :class:`TiledDenoiser` is the ``x0`` function it
-calls for a tiled decode. A tiling whose single tile covers the image runs the very same
-operations as a whole-image decode and gives a bit-identical result. The denoiser ticks after
-every tile forward (``total = tiles x steps``) with the tile's estimate, so a raising callback
-interrupts between tiles and a live preview fills in tile by tile.
+"""Tiled decoding (MultiDiffusion-style): overlapping tiles on the 16-px patch grid; every step each
+tile's clean-image estimate is weighted by its normalised feather (separable: two 1-D profiles, made
+on the device once per decode) and added into one canvas, then the sampler re-noises the whole
+canvas with one noise field. Each tile's adapter features come from its crop of the grid-aligned
+latent plus the trunk's receptive radius; its positions and RoPE are tile-local, as a standalone
+decode of its size. A single tile covering the image runs exactly the whole-image operations.
 """
 
 from __future__ import annotations
@@ -37,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import PiDInputError
-from .sampler import velocity_to_x0
 
 
 @dataclass(frozen=True)
@@ -78,12 +55,12 @@ def tile_grid(height: int, width: int, tile_h: int, tile_w: int, overlap: int, p
             for c in _starts(gw, tw // patch, max(0, ov_w))]
 
 
-def ramp(n: int, overlap: int, lead: bool, trail: bool) -> torch.Tensor:
+def ramp(n: int, overlap: int, lead: bool, trail: bool, device=None) -> torch.Tensor:
     """1-D feather ``[n]`` (fp32, > 0): linear ramps of ``overlap`` px at a leading and/or trailing
     inner edge, 1 elsewhere."""
-    w = torch.ones(n)
+    w = torch.ones(n, device=device)
     if overlap > 0:
-        r = ((torch.arange(n, dtype=torch.float32) + 0.5) / overlap).clamp(max=1.0)
+        r = ((torch.arange(n, dtype=torch.float32, device=device) + 0.5) / overlap).clamp(max=1.0)
         if lead:
             w = torch.minimum(w, r)
         if trail:
@@ -102,7 +79,7 @@ def feather(tile: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
     return wy[:, None] * wx[None, :]
 
 
-def blend_profiles(tiles, length: int, overlap: int, axis: int) -> dict[int, torch.Tensor]:
+def blend_profiles(tiles, length: int, overlap: int, axis: int, device=None) -> dict[int, torch.Tensor]:
     """Normalised 1-D feathers along one axis (0: rows, 1: columns) of a tile grid.
 
     For tiles on a grid (every row start paired with every column start, one tile size) the sum
@@ -111,10 +88,10 @@ def blend_profiles(tiles, length: int, overlap: int, axis: int) -> dict[int, tor
     No full-size weight map is needed and the blended canvas needs no division.
     """
     spans = {(t.y0, t.h) if axis == 0 else (t.x0, t.w) for t in tiles}
-    total = torch.zeros(length)
+    total = torch.zeros(length, device=device)
     raw = {}
     for start, n in sorted(spans):
-        raw[start] = ramp(n, overlap, start > 0, start + n < length)
+        raw[start] = ramp(n, overlap, start > 0, start + n < length, device)
         total[start:start + n] += raw[start]
     return {start: w / total[start:start + w.shape[0]] for start, w in raw.items()}
 
@@ -134,64 +111,54 @@ def tile_tokens(adapter, aligned: torch.Tensor, tile: Tile, device, patch: int =
 class TiledDenoiser:
     """The denoiser ``sampler.sample`` runs for a tiled decode: ``x0`` of the whole canvas.
 
-    ``velocity(x, t, tokens)`` is the network call for one tile (on ``device``); ``aligned`` is
-    the latent on the patch grid (``LatentAdapter.align``), kept where the canvas is
-    (``state_device``). Each call crops every tile from the state, turns its velocity into an
-    estimate, weights it with its normalised feather (``blend_profiles``: two 1-D profiles,
-    applied on the device) and adds it into one fresh canvas; ``tick(x0, at)`` after every tile
-    with the tile's estimate. Full-size memory: the state and that canvas (fp32).
-
-    ``parallel`` (optional; ``distributed.TileParallel``) spreads the tiles over processes:
-    ``parallel.owns(j)`` says whether this process computes tile ``j``, and
-    ``parallel.parts(estimate, tiles, like, device)`` yields ``(j, weighted estimate of tile j)``
-    for every tile in order, calling ``estimate(j)`` for its own tiles and receiving the others.
-    The blend then adds the same values in the same order on every process.
+    ``x0_of(x, t, tokens, at)`` is the network call for one tile at pixel offset ``at`` (on
+    ``device``, returning its estimate); ``aligned`` is the latent on the patch grid, kept where the
+    canvas is (``state_device``), like each tile's adapter features (made once per decode). Each
+    call crops every tile from the state, weights its estimate with its normalised feather and adds
+    it into one fresh canvas: full-size memory is the state and that canvas (fp32).
+    ``parallel`` (``frontends.distributed.TileParallel``) spreads the tiles over processes:
+    ``parallel.owns(j)`` says whether this process computes tile ``j``, and ``parallel.parts(estimate,
+    tiles, like, device)`` yields ``(j, weighted estimate)`` for every tile in order.
     """
 
-    def __init__(self, velocity: Callable, adapter, aligned: torch.Tensor, tiles, size: tuple[int, int],
+    def __init__(self, x0_of: Callable, adapter, aligned: torch.Tensor, tiles, size: tuple[int, int],
                  overlap: int, device, state_device, parallel=None):
         height, width = size
-        self.velocity, self.tiles, self.parallel = velocity, list(tiles), parallel
+        self.x0_of, self.tiles, self.parallel = x0_of, list(tiles), parallel
         self.device, self.state_device = device, state_device
         own = [parallel is None or parallel.owns(j) for j in range(len(self.tiles))]
-        # adapter features per own tile, once per decode (kept where the canvas is)
         self.tokens = [tile_tokens(adapter, aligned, t, device).to(state_device) if mine else None
                        for t, mine in zip(self.tiles, own)]
         self.rows = self.cols = None
         if len(self.tiles) > 1:
             check_grid(self.tiles)
-            self.rows = blend_profiles(self.tiles, height, overlap, 0)
-            self.cols = blend_profiles(self.tiles, width, overlap, 1)
+            self.rows = {k: w.view(-1, 1) for k, w in blend_profiles(self.tiles, height, overlap, 0, device).items()}
+            self.cols = blend_profiles(self.tiles, width, overlap, 1, device)
 
     @property
     def calls_per_step(self) -> int:
         """Network calls of this process per step (all tiles, or its own under ``parallel``)."""
         return sum(tok is not None for tok in self.tokens)
 
-    def __call__(self, x: torch.Tensor, t: float, tick: Callable[..., None]) -> torch.Tensor:
-        single = self.rows is None
+    def estimate(self, x: torch.Tensor, t: float, j: int) -> torch.Tensor:
+        """Tile ``j``'s estimate at time ``t`` times its blend weight, on the device."""
+        tile = self.tiles[j]
+        x0 = self.x0_of(tile.crop(x).contiguous().to(self.device), t, self.tokens[j].to(self.device),
+                        (tile.y0, tile.x0))
+        if self.rows is not None:
+            x0.mul_(self.rows[tile.y0]).mul_(self.cols[tile.x0])
+        return x0
 
-        def estimate(j: int) -> torch.Tensor:   # tile j's x0 times its blend weight, on the device
-            tile = self.tiles[j]
-            xt = tile.crop(x).contiguous().to(self.device)
-            x0t = velocity_to_x0(xt, t, self.velocity(xt, t, self.tokens[j].to(self.device)))
-            del xt
-            tick(x0t, (tile.y0, tile.x0))
-            if not single:
-                x0t.mul_(self.rows[tile.y0].to(x0t.device).view(-1, 1))
-                x0t.mul_(self.cols[tile.x0].to(x0t.device).view(1, -1))
-            return x0t
-
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         if self.parallel is None:
-            parts = ((j, estimate(j)) for j in range(len(self.tiles)))
+            parts = ((j, self.estimate(x, t, j)) for j in range(len(self.tiles)))
         else:
-            parts = self.parallel.parts(estimate, self.tiles, x, self.device)
-        acc = None if single else torch.zeros_like(x)
+            parts = self.parallel.parts(lambda j: self.estimate(x, t, j), self.tiles, x, self.device)
+        if self.rows is None:   # one tile covering the image: its estimate is the canvas
+            return next(iter(parts))[1].to(self.state_device)
+        acc = torch.zeros_like(x)
         for j, part in parts:
-            if single:
-                acc = part.to(self.state_device)
-            else:
-                self.tiles[j].crop(acc).add_(part.to(self.state_device))
+            self.tiles[j].crop(acc).add_(part.to(self.state_device))
             del part
         return acc
 

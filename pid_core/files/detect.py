@@ -1,12 +1,11 @@
 """Normalise checkpoint key layouts and recognise a PiD variant from tensor shapes alone.
 
-Layouts accepted: keys with no prefix, ``net.`` (the official ``model_ema_bf16.pth``, written by
-nv-tlabs/PiD @2c8814c ``scripts/convert_distcp_to_pt.py``) or ``model.diffusion_model.`` (the
-ComfyUI repack); each pixel block's adaLN either fused (``adaLN_modulation.0``, upstream) or split
-into ``adaLN_modulation_msa`` / ``adaLN_modulation_mlp`` (ComfyUI ``comfy/ldm/pixeldit``).
-Detection reads shapes only: latent channels and hidden dim of the adapter, gate shape, PiT gate
-presence, and the backbone dims (so tiny test nets are recognised the same way). Which family a
-shape means comes from the release registry (``config.RELEASES``).
+Layouts: no prefix, ``net.`` (the official ``model_ema_bf16.pth``, nv-tlabs/PiD @2c8814c
+``scripts/convert_distcp_to_pt.py``) or ``model.diffusion_model.`` (the ComfyUI repack); each pixel
+block's adaLN fused (``adaLN_modulation.0``, upstream) or split into ``_msa`` / ``_mlp`` halves
+(ComfyUI ``comfy/ldm/pixeldit``). Shapes give the adapter's channels and width, the gate shape, the
+PiT gate and the backbone dims (so tiny test nets are recognised too); which family a shape means
+comes from the release registry. :class:`DecoderInfo` is the one type for what a checkpoint is.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import torch
 
 from ..errors import NotAPiDCheckpointError, StateDictMismatchError, UnsupportedCheckpointError
 from ..network.config import ENVELOPES, RELEASES, Envelope, PiDNetConfig
+from ..network.flops import param_count
 from .quantised import is_aux_key
 
 log = logging.getLogger(__name__)
@@ -107,22 +107,31 @@ def check_is_pid(sd: dict[str, torch.Tensor], name: str) -> None:
 
 
 @dataclass(frozen=True)
-class Detection:
-    """What a state dict is: its net config plus the family/version a user would recognise."""
+class DecoderInfo:
+    """What a PiD checkpoint is: its net config, what a user would recognise, and the file it came from."""
 
     config: PiDNetConfig
     family: str            # "16ch" | "sdxl" | "flux2" | "dinov2" | "siglip" (config.Release.family)
     version: str           # "v1" | "v1.5"
     resolution: str        # "2k" | "2kto4k"
-    latent_formats: tuple  # pid_core.latents names this net accepts
+    latent_formats: tuple  # decoding.latents names this net accepts
     release: str | None    # name in config.RELEASES when the dims are a released net's
     envelope: Envelope | None  # trained output sides; None (unchecked) for custom dims
+    name: str = ""             # the file's name
+    layout: str = ""           # key prefix, adaLN layout, quantised layers
+    source_dtype: str = ""     # dtype of the stored weights
 
     # read from the config: latent channels, VAE down factor, super-resolution scale, their product
     latent_channels = property(lambda self: self.config.latent_channels)
     vae_factor = property(lambda self: self.config.latent_down)
     sr_scale = property(lambda self: self.config.sr_scale)
     output_factor = property(lambda self: self.config.output_factor)
+    param_count = property(lambda self: param_count(self.config))
+
+    def describe(self) -> str:
+        return (f"PiD {self.version} {self.resolution} for {'/'.join(self.latent_formats)} latents "
+                f"({self.latent_channels} ch), x{self.output_factor} output, {self.param_count / 1e6:.0f}M params"
+                f"{', release ' + self.release if self.release else ''}")
 
 
 def _family_table() -> dict:
@@ -146,7 +155,7 @@ def _count(sd, prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str = "") -> Detection:
+def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str = "") -> DecoderInfo:
     """Recognise the variant of a prefix-stripped, fused state dict from its shapes."""
     try:
         # Linear out-dims from the bias where there is one: a quantised weight's storage may be
@@ -199,7 +208,7 @@ def detect(sd: dict[str, torch.Tensor], name: str = "checkpoint", name_hint: str
     release = _match_release(cfg, family, version, resolution, formats)
     _warn_name_conflict(name, hint, family, version)
     envelope = ENVELOPES[resolution] if release is not None else None
-    return Detection(cfg, family, version, resolution, formats, release, envelope)
+    return DecoderInfo(cfg, family, version, resolution, formats, release, envelope, name=name)
 
 
 # File-name words -> what they promise, to flag a misnamed file (the tensors decide, not the name).

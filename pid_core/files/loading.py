@@ -1,17 +1,17 @@
 """Build a PiD network for a checkpoint and load it strictly.
 
-Steps: read the file (``checkpoint_io``) -> strip the key prefix and fuse ComfyUI's split adaLN
-(``detect``) -> refuse quantised or non-PiD files -> detect the variant from shapes -> build the net
-on the meta device -> compare keys and shapes exactly (missing/unexpected/mismatched keys raise
-``StateDictMismatchError``) -> assign the tensors in the compute dtype.
+read the file (``checkpoint_io``) -> strip the key prefix and fuse ComfyUI's split adaLN
+(``detect``) -> refuse quantised or non-PiD files -> detect the variant -> build the net on the meta
+device -> compare keys and shapes exactly (``StateDictMismatchError``) -> assign the tensors in the
+compute dtype. Also the pack's one dtype policy (``resolve_dtype``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,22 +20,13 @@ from torch import nn
 from ..errors import PiDInputError, StateDictMismatchError
 from ..network.model import PiDNet
 from .checkpoint_io import read_state_dict
-from .detect import Detection, check_is_pid, detect, fuse_split_adaln, strip_prefix
+from .detect import DecoderInfo, check_is_pid, detect, fuse_split_adaln, strip_prefix
 from .quantised import MARKER, check_quantisation, is_aux_key, quantised_layers
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class LoadedNet:
-    net: PiDNet
-    detection: Detection
-    source_dtype: torch.dtype
-    layout: str           # e.g. "prefix 'net.', fused adaLN"
-    param_count: int
 
 
 def bf16_supported(device) -> bool:
@@ -89,7 +80,7 @@ def prepare_state_dict(sd: Mapping[str, torch.Tensor], name: str,
     return sd, layout, layers
 
 
-def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det: Detection,
+def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det: DecoderInfo,
                   quantised: dict | None = None) -> None:
     """Exact keys and shapes; a quantised layer may add its scale/marker tensors, and its weight
     (low-precision storage, possibly padded) must only be a matrix of a Linear of the net."""
@@ -123,10 +114,10 @@ def _strict_check(net: nn.Module, sd: Mapping[str, torch.Tensor], name: str, det
 
 
 def inspect_state_dict(raw: Mapping[str, torch.Tensor], name: str = "state dict",
-                       name_hint: str = "", quantised: bool = False) -> tuple[dict, Detection, str]:
+                       name_hint: str = "", quantised: bool = False) -> tuple[dict, DecoderInfo]:
     """Normalise, detect and strictly check a state dict without materialising a network.
 
-    Works on meta-device tensors. Returns (normalised dict, detection, layout description).
+    Works on meta-device tensors. Returns (normalised dict, what it is).
     ``quantised``: accept ``comfy_quant`` layers (see ``load_net``).
     """
     sd, layout, layers = prepare_state_dict(raw, name, quantised)
@@ -134,11 +125,11 @@ def inspect_state_dict(raw: Mapping[str, torch.Tensor], name: str = "state dict"
     with torch.device("meta"):
         reference = PiDNet(det.config)
     _strict_check(reference, sd, name, det, layers)
-    return sd, det, layout
+    return sd, dataclasses.replace(det, layout=layout)
 
 
 def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="cpu", dtype="auto",
-             name_hint: str | None = None, operations=nn, quantised: bool = False) -> LoadedNet:
+             name_hint: str | None = None, operations=nn, quantised: bool = False) -> tuple[PiDNet, DecoderInfo]:
     """Read/normalise/detect/build/load. ``source`` is a path or an in-memory state dict.
 
     ``quantised=True``: ``operations`` provide Linear layers that load ComfyUI's ``comfy_quant``
@@ -152,7 +143,7 @@ def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="
         name = Path(source).name
         name_hint = name_hint or name
         raw = read_state_dict(source)
-    sd, det, layout = inspect_state_dict(raw, name, name_hint or "", quantised)
+    sd, det = inspect_state_dict(raw, name, name_hint or "", quantised)
     compute = resolve_dtype(dtype, device)
     dev = torch.device(device)
     layers = quantised_layers(sd)
@@ -168,10 +159,9 @@ def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="
         net.load_state_dict({k: v.to(device=dev, dtype=compute) for k, v in sd.items()},
                             strict=True, assign=True)
     net.eval().requires_grad_(False)
-    n = sum(p.numel() for p in net.parameters())
     log.info("loaded PiD %s %s (%s, %.0fM params) from %s as %s on %s", det.family, det.version,
-             det.release or "custom dims", n / 1e6, name, compute, dev)
-    return LoadedNet(net, det, src_dtype, layout, n)
+             det.release or "custom dims", det.param_count / 1e6, name, compute, dev)
+    return net, dataclasses.replace(det, source_dtype=str(src_dtype).replace("torch.", ""))
 
 
 def _keeps_dtype(key: str, layers) -> bool:

@@ -150,6 +150,7 @@ def run_batch(decoder, items: list[Item], out_dir, *, world: World | None = None
     each item's key. ``write_image(path, image [3, H, W] in [0, 1], made_with)`` writes one output
     with the parameters that made it (default: ``cli_io.write_png``, which stores them in the PNG).
     """
+    from ..decoding.decoder import DecodeOptions
     from .cli_io import file_noise_frame, fix_hint, read_latent, write_png
     world = world or World()
     text = text or TextFeatures()
@@ -175,11 +176,11 @@ def run_batch(decoder, items: list[Item], out_dir, *, world: World | None = None
                     report.skipped += names
                 else:
                     start = time.monotonic()
+                    frame = file_noise_frame(item.latent, decoder, item.latent_format, item.noise_frame)
                     img = decoder.decode(latent, item.sigma, text.get(item), seed=item.seed, steps=item.steps,
-                                         latent_format=item.latent_format, output_size=item.size, tile=tile,
-                                         noise_frame=file_noise_frame(item.latent, decoder, item.latent_format,
-                                                                      item.noise_frame),
-                                         tile_overlap=tile_overlap)
+                                         latent_format=item.latent_format,
+                                         plan=decoder.plan(latent.shape, item.size, tile, tile_overlap),
+                                         options=DecodeOptions(noise_frame=frame))
                     remove_stale_temporaries(out, [*names, item.name + RECORD_SUFFIX])
                     made_with = {**(settings or {}), "latent": str(item.latent), "prompt": item.prompt,
                                  "text_embeds": item.text_embeds, "sigma": item.sigma, "seed": item.seed,

@@ -28,7 +28,7 @@ def _info(args) -> int:
     from ..files.loading import inspect_state_dict
     raw = read_state_dict(args.checkpoint)
     name = Path(args.checkpoint).name
-    sd, det, layout = inspect_state_dict(raw, name, name)
+    sd, det = inspect_state_dict(raw, name, name)
     cfg = det.config
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values()})
     print(f"file:       {args.checkpoint}")
@@ -37,7 +37,7 @@ def _info(args) -> int:
           + (f" (release {det.release})" if det.release else " (custom dims)"))
     print(f"parameters: {sum(v.numel() for v in sd.values()):,}")
     print(f"dtype:      {', '.join(dtypes)}")
-    print(f"layout:     {layout}")
+    print(f"layout:     {det.layout}")
     print(f"output:     latent x {cfg.output_factor} (VAE x{cfg.latent_down}, SR x{cfg.sr_scale})")
     return 0
 
@@ -64,7 +64,7 @@ def parse_tile(value):
 
 
 def _decode(args) -> int:
-    from ..decoding.decoder import load_decoder
+    from ..decoding.decoder import DecodeOptions, load_decoder
     from .batch import parse_size
     from .distributed import TileParallel, close, init_from_env, shared_plan
     world = init_from_env(args.device) if args.tile_parallel else None
@@ -72,15 +72,16 @@ def _decode(args) -> int:
     latent = read_latent(args.latent)
     text = _text(args, latent.shape[0])
     size, tile = parse_size(args.size), parse_tile(args.tile)
-    plan = parallel = None
     if world is not None:
         plan = shared_plan(dec, latent.shape, world, size, tile or "auto", args.tile_overlap)
-        parallel = TileParallel(world)
+    else:
+        plan = dec.plan(latent.shape, size, tile, args.tile_overlap)
+    options = DecodeOptions(
+        noise_frame=file_noise_frame(args.latent, dec, args.latent_format, args.noise_frame),
+        parallel=TileParallel(world) if world is not None else None,
+        callback=lambda i, n: logging.getLogger("pid_core").info("step %d/%d", i, n))
     img = dec.decode(latent, args.sigma, text, seed=args.seed, steps=args.steps,
-                     latent_format=args.latent_format, output_size=size, tile=tile,
-                     noise_frame=file_noise_frame(args.latent, dec, args.latent_format, args.noise_frame),
-                     tile_overlap=args.tile_overlap, plan=plan, parallel=parallel,
-                     callback=lambda i, n: logging.getLogger("pid_core").info("step %d/%d", i, n))
+                     latent_format=args.latent_format, plan=plan, options=options)
     if world is not None:
         close(world)
         if not world.is_main:

@@ -132,8 +132,8 @@ def broadcast_from_rank0(obj, world: World):
 class TileParallel:
     """The ``parallel`` hook of ``tiling.TiledDenoiser``: tiles spread round-robin over ``world``.
 
-    Pass it to ``PiDDecoder.decode(..., plan=shared_plan(...), parallel=TileParallel(world))`` on
-    every process of the job; each returns the same image.
+    Pass it to ``PiDDecoder.decode(..., plan=shared_plan(...), options=DecodeOptions(parallel=
+    TileParallel(world)))`` on every process of the job; each returns the same image.
     """
 
     def __init__(self, world: World):
@@ -169,14 +169,14 @@ def shared_plan(decoder, latent_shape, world: World, output_size=None, tile="aut
                 tile_overlap: int | None = None) -> DecodePlan:
     """One plan for every process: made on rank 0 with the smallest budget any process has."""
     from ..decoding import memory
-    resident = sum(p.numel() * p.element_size() for p in decoder.net.parameters())
-    budgets = gather_to_rank0(memory.decode_budget(decoder.device, resident), world)
+    budgets = gather_to_rank0(memory.decode_budget(decoder.device, memory.weight_bytes(decoder.net.cfg,
+                                                                                         decoder.dtype)), world)
     plan = error = None
     if world.is_main:
         known = [b for b in budgets if b is not None]
         try:
-            plan = decoder.plan(latent_shape, output_size, min(known) if known else None, tile=tile,
-                                tile_overlap=tile_overlap)
+            plan = decoder.plan(latent_shape, output_size, tile, tile_overlap,
+                                memory_budget_bytes=min(known) if known else None)
         except PiDInputError as exc:   # every process raises it, none waits for a plan
             error = exc
         if plan is not None and world.distributed and not plan.tiled:

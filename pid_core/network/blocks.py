@@ -153,12 +153,9 @@ class JointAttention(nn.Module):
         self.proj_x = operations.Linear(dim, dim, **kw)
         self.proj_y = operations.Linear(dim, dim, **kw)
 
-    def _qkv(self, lin, qn, kn, x, rope):
-        return qkv_heads(lin, qn, kn, x, rope, self.heads)
-
     def forward(self, x, y, rope_x, rope_y):
-        qx, kx, vx = self._qkv(self.qkv_x, self.q_norm_x, self.k_norm_x, x, rope_x)
-        qy, ky, vy = self._qkv(self.qkv_y, self.q_norm_y, self.k_norm_y, y, rope_y)
+        qx, kx, vx = qkv_heads(self.qkv_x, self.q_norm_x, self.k_norm_x, x, rope_x, self.heads)
+        qy, ky, vy = qkv_heads(self.qkv_y, self.q_norm_y, self.k_norm_y, y, rope_y, self.heads)
         out = attention(torch.cat([qy, qx], 2), torch.cat([ky, kx], 2), torch.cat([vy, vx], 2))
         out = out.transpose(1, 2).flatten(2)
         n_txt = y.shape[1]

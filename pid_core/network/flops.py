@@ -1,12 +1,32 @@
-"""Analytic FLOP count of a PiD network call and of a whole decode (a multiply-add is 2 FLOPs).
-
-Pure functions of the network config and the output size; the benchmark divides measured time
-by them to report achieved TFLOP/s.
+"""Analytic size and cost of the network: its parameter count, and the FLOPs of a network call and
+of a whole decode (a multiply-add is 2 FLOPs). Pure functions of the config and the output size:
+the memory planner uses the first, the benchmarks divide measured time by the others.
 """
 
 from __future__ import annotations
 
 from .config import PiDNetConfig
+
+
+def param_count(cfg: PiDNetConfig) -> int:
+    """Parameters of ``network.model.PiDNet(cfg)``, layer by layer (tests check it against the net)."""
+    H, p2, pd, A, hid = cfg.hidden_size, cfg.patch_size ** 2, cfg.pixel_dim, cfg.pixel_attn_dim, cfg.adapter_dim
+    gate_out = H if cfg.gate_per_dim else 1
+
+    def lin(i, o, bias=True):
+        return i * o + (o if bias else 0)
+
+    patch = (4 * H + 2 * lin(H, 3 * H, False) + 4 * cfg.head_dim + 2 * lin(H, H)
+             + 6 * lin(H, cfg.mlp_hidden, False) + 2 * lin(H, 6 * H))
+    pixel = (lin(p2 * pd, A) + lin(A, p2 * pd) + 2 * pd + lin(A, 3 * A, False) + 2 * cfg.pixel_head_dim
+             + lin(A, A) + lin(pd, cfg.pixel_mlp_hidden) + lin(cfg.pixel_mlp_hidden, pd) + lin(H, 6 * p2 * pd))
+    gate = 1 + lin(2 * H, gate_out)
+    adapter = (9 * cfg.adapter_in_channels * hid + hid + 9 * hid * hid + hid
+               + cfg.adapter_res_blocks * (4 * hid + 2 * (9 * hid * hid + hid))
+               + (cfg.num_injections + cfg.pit_gate) * lin(hid, H) + cfg.num_injections * gate)
+    return (cfg.text_tokens * H + lin(3, pd) + lin(3 * p2, H) + lin(256, H) + lin(H, H)
+            + lin(cfg.text_dim, H) + H + cfg.patch_depth * patch + cfg.pixel_depth * pixel
+            + pd + lin(pd, 3) + adapter + (gate if cfg.pit_gate else 0))
 
 
 def forward_flops(cfg: PiDNetConfig, height: int, width: int, batch: int = 1,

@@ -1,15 +1,8 @@
-"""Live previews: a small picture of the image being decoded, updated as estimates land.
-
-``sampler.sample`` keeps one :class:`PreviewCanvas` per decode when the caller asks for
-previews. Every network call reports the clean-image estimate it made — the whole image, or one
-tile at its pixel offset — and the canvas area-downsamples just that region to the preview
-scale (long side at most ``max_side`` px), pastes it and hands the small picture to the
-caller's ``sink``. A tiled decode therefore shows its canvas filling in tile by tile, each step
-over the previous step's picture. The work is of preview size whatever the image size (a strided
-view of the region, area-averaged, converted to uint8 on the device it was computed on, then
-copied to the CPU); nothing full-size is allocated. Previews are also rationed to at most 1 %
-of the decode's time (``PREVIEW_BUDGET``): after a preview that took ``c`` seconds the next
-one waits ``100 c``, so a fast decode shows fewer previews than it has steps.
+"""Progress of a decode: after every network call, the count, a live preview, then the caller's
+callback (which may raise to stop the decode). The preview is a small picture of the image so far:
+each call's estimate (the whole image, or one tile at its offset) is area-downsampled to the preview
+scale where it was computed and pasted, so the work is of preview size whatever the image size;
+previews are rationed to ``PREVIEW_BUDGET`` of the decode's time (the only host syncs of a step).
 """
 
 from __future__ import annotations
@@ -20,6 +13,23 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+
+class Progress:
+    """The one hook of a decode, ticked after each network call (``total`` calls in all)."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None = None,
+                 canvas: "PreviewCanvas | None" = None):
+        self.total, self.done, self.callback, self.canvas = total, 0, callback, canvas
+
+    def tick(self, x0: torch.Tensor, at: tuple[int, int] = (0, 0)) -> None:
+        """``x0``: the estimate this call made (first image of the batch shown), at pixel offset ``at``."""
+        self.done += 1
+        if self.canvas is not None:
+            self.canvas.land(x0, at)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
 
 # Long side of a preview in px: ComfyUI's default ``--preview-size`` (comfy/cli_args.py).
 DEFAULT_PREVIEW_SIDE = 512
