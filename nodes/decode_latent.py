@@ -6,8 +6,6 @@ from ..pid_core.decoding import color_check
 from ..pid_core.decoding.color_anchor import anchor_colors as anchor_to
 from ..pid_core.decoding.sizing import MAX_NODE_SIDE, fit_long_side
 from . import host, node_base, pipeline
-from .pid_types import PID_MODEL
-from .resolve import LATENT_FORMAT_CHOICES
 from .resolve import latent_format as resolve_format
 
 
@@ -31,7 +29,7 @@ class PiDDecodeLatent(node_base.ImageNode):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "pid_model": (PID_MODEL, {"tooltip": "From PiD Load Model."}),
+                "pid_model": node_base.PID_MODEL,
                 "latent": ("LATENT", {"tooltip": (
                     "The latent to decode: from KSampler / KSamplerAdvanced, VAE Encode or Load "
                     "Latent. Must come from the LDM family this PiD checkpoint was trained on.")}),
@@ -41,15 +39,10 @@ class PiDDecodeLatent(node_base.ImageNode):
                     "latent; for a latent from KSamplerAdvanced with return_with_leftover_noise, "
                     "connect PiD Stop Sigma. Flow models (FLUX, SD3, Qwen, Z-Image): 0..1. SDXL: "
                     "0..~14.6 (VE sigma, converted inside).")}),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
-                    "The prompt that made the latent (PiD is text-conditioned; the same text "
-                    "gives the most faithful detail). Empty is allowed.")}),
+                "prompt": node_base.PROMPT,
                 "seed": node_base.SEED,
                 "steps": node_base.STEPS,
-                "latent_format": (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
-                    "How to normalise the LATENT. auto = the connected MODEL's format, else the "
-                    "checkpoint's only format (SDXL, FLUX.2); 16-channel FLUX.1/Z-Image (flux), SD3 "
-                    "and Qwen-Image latents look alike, so connect 'model' or choose.")}),
+                "latent_format": node_base.LATENT_FORMAT,
                 "output_long_side": ("INT", {"default": 0, "min": 0, "max": MAX_NODE_SIDE, "step": 16,
                                              "tooltip": (
                     "0 = native size (latent x 32, or x 64 for FLUX.2; e.g. 128x128 -> 4096). "
@@ -100,5 +93,6 @@ class PiDDecodeLatent(node_base.ImageNode):
             if anchor_colors:
                 image = anchor_to(image, reference, inplace=True)
                 anchored = color_check.compare(image, reference)
-        report = color_check.describe(check, float(sigma), anchored, newer_checkpoint=dec.info.version != "v1.5")
+        report = color_check.NO_CHECK if check is None else color_check.describe(
+            check, float(sigma), anchored, newer_checkpoint=dec.info.version != "v1.5")
         return image.movedim(1, -1).to(host.intermediate_device()), report

@@ -1,20 +1,11 @@
-"""Opt-in, verified download of one PiD file — only when the user selects it in PiD Load Model.
+"""Opt-in, verified download of one PiD file, only when the user selects it in PiD Load Model.
 
-Choices are the Comfy-Org repack files by name (decoders go to ``models/diffusion_models/``, the
-Gemma encoders to ``models/text_encoders/``) and the official nvidia/PiD releases by release name
-(``checkpoints/<dir>/model_ema_bf16.pth``, saved as ``models/pid/pid_<release>.pth``); the table
-is :mod:`pid_core.files.model_files`.
-
-Order of work: log the licence and the source; ask the hub for the file's Git LFS metadata (size
-and sha256, ``HfApi.get_paths_info``, present in huggingface_hub 0.23 through 2.x); check those
-against the digest this pack pins, if any; check the free space; download with
-``hf_hub_download`` into a hidden staging folder inside the target folder; move the result to a
-hidden ``.part`` name there, hash it, and rename it to the final name only when size and sha256
-match. Every failure raises ``DownloadError`` with the manual steps, and removes the staging
-folder and the ``.part`` file, so no partial file ever sits under the final name.
-
-The official ``.pth`` is kept as it is (not converted): the file on disk is then byte-identical
-to the digest the hub publishes, and the loader reads it with ``torch.load(weights_only=True)``.
+Choices: Comfy-Org repack files by name, official nvidia/PiD releases by release name (saved as
+``models/pid/pid_<release>.pth``, kept byte-identical); the table is ``pid_core.files.model_files``.
+The licence and source are logged first; size and sha256 come from the hub's Git LFS metadata
+(and a pinned digest where one is public); the file is downloaded into a hidden staging folder in
+the target folder, hashed, and renamed to its final name only when both match. Every failure
+raises ``DownloadError`` with the manual steps and leaves no partial file under the final name.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""The one adapter between the PiD nodes and ComfyUI's services.
+"""The one adapter between the PiD nodes and ComfyUI's services (model folders: ``model_folders``).
 
-Everything the nodes need from ComfyUI goes through here (model folders: its sibling
-``model_folders``): devices and memory (``comfy.model_management``), the ``ModelPatcher`` wrapper that lets
-ComfyUI's memory manager load, offload and evict the PiD network like any other model,
-``ProgressBar`` and interruption, and a few read-only looks at core objects (a MODEL's
-latent format and sampling object, a VAE's latent shape).
-
-ComfyUI is imported lazily and only when present, so the nodes also import and run in plain
-PyTorch (tests, scripts): then the device is the CPU and progress is counted but not shown.
-Nothing here patches ComfyUI or edits ``sys.path``.
+Devices and memory (``comfy.model_management``), the ``ModelPatcher`` that lets ComfyUI load,
+offload and evict the PiD network like any model, ``ProgressBar`` and interruption, and read-only
+looks at core objects (a MODEL's latent format and sampling object, a VAE's latent shape).
+ComfyUI is imported lazily and only when present, so the nodes also run in plain PyTorch (tests,
+scripts: CPU, progress counted not shown). Nothing here patches ComfyUI or edits ``sys.path``.
 """
 
 from __future__ import annotations
@@ -37,11 +33,6 @@ def comfy_available() -> bool:
 
 
 # ----------------------------------------------------------------------------- devices, memory
-def torch_device() -> torch.device:
-    mm = _optional("comfy.model_management")
-    return mm.get_torch_device() if mm is not None else torch.device("cpu")
-
-
 def offload_device() -> torch.device:
     mm = _optional("comfy.model_management")
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")

@@ -1,13 +1,15 @@
-"""What the PiD node classes share: the category, the decode nodes' IMAGE output, the seed and
-steps widgets (one definition each, limits from pid_core) and how an error names its fix in a graph."""
+"""What the PiD node classes share: the category, the IMAGE output, the inputs several nodes take
+(one definition each, limits from pid_core) and how an error names its fix in a graph."""
 
 from __future__ import annotations
 
 import functools
 
+from ..pid_core.decoding.latents import COMFY_FORMATS, LATENT_FORMATS
 from ..pid_core.decoding.noise import MAX_SEED
 from ..pid_core.decoding.sampler import MAX_STEPS
 from ..pid_core.errors import PiDError
+from . import pid_types
 
 SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip": (
     "Seed of PiD's own noise (0..2^64-1). Changes fine texture only; the same seed gives the same "
@@ -15,6 +17,19 @@ SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate
 STEPS = ("INT", {"default": MAX_STEPS, "min": 1, "max": MAX_STEPS, "tooltip": (
     "PiD network calls, 1..4. The distilled checkpoints are trained for 4 steps; fewer is faster "
     "and softer, more would repeat timesteps.")})
+
+PID_MODEL = (pid_types.PID_MODEL, {"tooltip": (
+    "From PiD Load Model. 2kto4k and v1.5 checkpoints are trained for 2048..4096 px outputs, 2k ones "
+    "for about 2048 px.")})
+PROMPT = ("STRING", {"multiline": True, "default": "", "tooltip": (
+    "The prompt that made the image or latent (PiD is text-conditioned; the same text gives the most "
+    "faithful detail). Empty is allowed.")})
+LATENT_FORMAT_CHOICES = ["auto", *COMFY_FORMATS]
+FORMAT_HELP = ", ".join(f"{n} = {LATENT_FORMATS[n].description}" for n in COMFY_FORMATS)
+LATENT_FORMAT = (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
+    f"How PiD reads the latent: {FORMAT_HELP}. auto = from the connected MODEL or VAE, else the "
+    "checkpoint's only format; 16-channel FLUX.1/Z-Image, SD3 and Qwen-Image latents look alike, so "
+    "connect the MODEL (or VAE) or choose.")})
 
 CATEGORY = "PiD"
 

@@ -14,8 +14,8 @@ import torch
 
 from ..pid_core.decoding.decoder import DecodeOptions
 from ..pid_core.decoding.progress import DEFAULT_PREVIEW_SIDE
+from ..pid_core.errors import TextEncodingError
 from . import host
-from .resolve import require_text_encoder
 from .text_encode import encode_prompt
 
 
@@ -46,7 +46,12 @@ def decode(pid_model, latent: torch.Tensor, sigma, prompt: str, *, seed: int, st
     ``tile_size``: 0 = whole image or tiles as size and memory demand; else tiles of that side."""
     dec = pid_model.decoder
     tile = int(tile_size) if tile_size else "auto"
-    text = encode_prompt(require_text_encoder(pid_model), [prompt])
+    if pid_model.text_encoder is None:
+        raise TextEncodingError(
+            "PiD needs the prompt encoded by Gemma-2-2B, but PiD Load Model has text_encoder = "
+            "'none' and no CLIP connected. Put gemma_2_2b_it_elm_bf16.safetensors (Comfy-Org) in "
+            "ComfyUI/models/text_encoders/ and select it in PiD Load Model.")
+    text = encode_prompt(pid_model.text_encoder, [prompt])
     host.load_for_inference(pid_model.patcher, dec.net, dec.memory_request(latent.shape, output_size, tile))
     plan = dec.plan(latent.shape, output_size, tile)  # whole, or tiles when memory/size demand it
     report = StepReporter(host.progress_bar(plan.progress_total(steps)), host.preview_side())

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..pid_core.decoding.latents import COMFY_FORMATS, LATENT_FORMATS, check_latent, get_latent_format
-from ..pid_core.errors import LatentMismatchError, TextEncodingError
+from ..pid_core.decoding.latents import check_latent, get_latent_format
+from ..pid_core.errors import LatentMismatchError
 from . import host
+from .node_base import FORMAT_HELP
 from .schedule import noise_frame
-
-LATENT_FORMAT_CHOICES = ["auto", *COMFY_FORMATS]
-_FORMAT_HELP = ", ".join(f"{n} = {LATENT_FORMATS[n].description}" for n in COMFY_FORMATS)
 
 
 def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple[str, Optional[str]]:
     """(pid_core format name, noise frame or None) to decode ``latent`` with; the decoder checks
     that the format fits the checkpoint."""
     if latent is not None:
-        check_latent(latent, info.latent_channels, info.describe())
+        check_latent(latent, info)
     sampling = host.model_sampling(model) if model is not None else None
     frame = noise_frame(sampling) if sampling is not None else None
     if choice != "auto":
@@ -36,7 +34,7 @@ def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple
         if name is None:
             raise LatentMismatchError(
                 f"The connected MODEL uses ComfyUI latent format '{cls}', which PiD cannot decode; "
-                f"PiD supports {_FORMAT_HELP}. Disconnect the MODEL and set latent_format, or use "
+                f"PiD supports {FORMAT_HELP}. Disconnect the MODEL and set latent_format, or use "
                 f"an LDM of a supported family.")
         return name, frame or get_latent_format(name).comfy_frame
     candidates = list(info.latent_formats)
@@ -53,14 +51,5 @@ def latent_format(choice: str, info, latent=None, model=None, vae=None) -> tuple
     raise LatentMismatchError(
         f"latent_format is 'auto' but this PiD checkpoint accepts {' or '.join(candidates)} "
         f"latents, which look identical ({info.latent_channels} channels). Connect the LDM's MODEL "
-        f"to the 'model' input, or choose latent_format explicitly ({_FORMAT_HELP}).")
+        f"to the 'model' input, or choose latent_format explicitly ({FORMAT_HELP}).")
 
-
-def require_text_encoder(pid_model):
-    """The prompt encoder of a PiD model, or a TextEncodingError saying how to provide one."""
-    if pid_model.text_encoder is None:
-        raise TextEncodingError(
-            "PiD needs the prompt encoded by Gemma-2-2B, but PiD Load Model has text_encoder = "
-            "'none' and no CLIP connected. Put gemma_2_2b_it_elm_bf16.safetensors (Comfy-Org) in "
-            "ComfyUI/models/text_encoders/ and select it in PiD Load Model.")
-    return pid_model.text_encoder

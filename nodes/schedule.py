@@ -1,14 +1,8 @@
-"""The sigma a latent sits at after ``KSamplerAdvanced`` stopped at ``end_at_step``.
-
-This mirrors ComfyUI exactly (comfy/samplers.py @ a125cd84, ``KSampler.calculate_sigmas`` and
-``KSampler.sample``): build the schedule from the model's own sampling object (so flow shift,
-ModelSamplingFlux/SD3/AuraFlow patches and SDXL's discrete table are honoured), add one step and
-drop the penultimate sigma for the samplers ComfyUI treats that way, truncate to
-``sigmas[:end_at_step + 1]``, and force the last sigma to 0 when leftover noise is disabled.
-
-Inside ComfyUI the schedule comes from ``comfy.samplers.calculate_sigmas``. Without ComfyUI
-(tests, scripts) a few schedulers are re-implemented from the same file so the arithmetic can
-be checked against values computed with the real classes.
+"""The sigma a latent sits at after ``KSamplerAdvanced`` stopped at ``end_at_step``, as ComfyUI
+computes it (comfy/samplers.py @ a125cd84, ``KSampler.calculate_sigmas`` / ``KSampler.sample``): the
+schedule from the model's own sampling object, one extra step with the penultimate sigma dropped
+for the samplers ComfyUI treats that way, ``sigmas[:end_at_step + 1]``, and 0 when leftover noise
+is disabled. Without ComfyUI (tests, scripts) a few schedulers are re-implemented from that file.
 """
 
 from __future__ import annotations

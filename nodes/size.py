@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..pid_core.decoding.sizing import MAX_NODE_SIDE, choose_size, parse_size_label, size_presets
 from . import node_base
-from .pid_types import PID_MODEL
 
 CUSTOM = "custom (width x height below)"
 
@@ -33,9 +32,7 @@ class PiDSize:
         side = {"min": 512, "max": MAX_NODE_SIDE, "step": 64}
         return {
             "required": {
-                "pid_model": (PID_MODEL, {"tooltip": (
-                    "From PiD Load Model: its kind (2k or 2kto4k/v1.5) decides which sizes are "
-                    "trained and which are decoded in tiles.")}),
+                "pid_model": node_base.PID_MODEL,
                 "size": ([*size_presets(), CUSTOM], {"default": size_presets()[0], "tooltip": (
                     "PiD output size W x H (aspect). Pick one of your checkpoint's kind (2k: for "
                     "2k checkpoints; 2kto4k: for 2kto4k and v1.5 checkpoints); another kind's "

@@ -1,33 +1,10 @@
-"""Prompt -> PiD text features through the host's Gemma-2-2B text encoder.
-
-The recipe lives in ``pid_core.text.recipe``; this module only supplies the encoder:
-
-* Inside ComfyUI the encoder is the host's own CLIP object for a Gemma-2-2B file (Comfy-Org's
-  ``gemma_2_2b_it_elm_*``, bf16 or fp8-scaled), loaded by :func:`load_text_encoder` or connected
-  from a core loader. :class:`ComfyGemmaEncoder` adapts it to ``pid_core.text.recipe.TextEncoderLike``:
-  ids come from the file's own SentencePiece tokenizer without the host's prompt parsing
-  (no ``(word:1.2)`` weights, no ``embedding:``) and without its padding rules; the padded
-  sequence and the mask are built by ``pid_core.text.recipe.build_token_batch``. The Gemma transformer
-  is called directly with that mask, asking for the final-norm output (``intermediate_output``
-  None -> ``outputs[0]``), so it does not matter that Lumina 2's CLIP type defaults to layer -2
-  and ComfyUI's ``pixeldit`` type to the last layer: both hold the same ``gemma2_2b`` branch.
-  Inside the model, ComfyUI adds the padding mask to a causal mask (``Llama2_.forward``), the
-  same semantics as ``transformers``: pad positions still get hidden states.
-* Outside ComfyUI (tests, CLI) any ``TextEncoderLike`` works, e.g.
-  ``pid_core.text.gemma_hf.TransformersGemmaEncoder``.
-
-Memory: the CLIP is loaded with ``CLIP.load_model()`` (ComfyUI's model manager, which may evict
-other models). Nothing here holds it afterwards: it stays in ComfyUI's list of loaded models,
-and when the PiD network is loaded through ``comfy.model_management.load_models_gpu`` with its
-memory estimate, ComfyUI unloads the encoder if the GPU is short (as it does for CLIP -> UNet).
-
-Feature cache: ComfyUI re-executes the PiD node whenever any of its inputs change (seed,
-steps, tiling), and re-running a 2B-parameter encoder for an unchanged prompt would dominate a
-small decode. :data:`FEATURE_CACHE` keeps the last :data:`FEATURE_CACHE_SIZE` results per
-(encoder identity, weight-patch state, caption). It is not a model cache: it holds no module
-and no reference to the encoder (identities are weak), only CPU feature tensors of
-300 x 2304 float32 = 2,764,800 bytes (2.76 MB; it would be 1.38 MB in fp16/bf16, but float32
-keeps a cache hit bit-identical to a fresh encode), so at most ~44 MB.
+"""Prompt -> PiD text features through the host's Gemma-2-2B text encoder (the recipe is
+``pid_core.text.recipe``). Inside ComfyUI the encoder is the host's own CLIP for a Gemma-2-2B file;
+``ComfyGemmaEncoder`` tokenises with the file's SentencePiece tokenizer (no prompt weighting) and
+calls the Gemma transformer with the recipe's padding mask for its final-norm output. Outside
+ComfyUI any ``TextEncoderLike`` works. ``FEATURE_CACHE`` keeps the last few prompts' features
+(CPU float32, per encoder identity and LoRA state), so re-running a node with the same prompt does
+not re-run a 2B-parameter encoder; it holds no module and no reference to the encoder.
 """
 
 from __future__ import annotations
@@ -302,19 +279,20 @@ def encode_prompt(encoder, captions: Union[str, Sequence[str]], *,
     """
     if isinstance(captions, str):
         captions = [captions]
-    if not (isinstance(captions, (list, tuple)) and captions and all(isinstance(c, str) for c in captions)):
+    if not isinstance(captions, (list, tuple)) or set(map(type, captions)) != {str}:
         raise PiDInputError(
             f"captions must be a string or a non-empty list of strings; got {captions!r:.80}.")
     text_encoder = as_text_encoder(encoder)
     enc_key = cache.encoder_key(encoder) if cache is not None else None
 
     found: dict[str, Tensor] = {}
-    if enc_key is not None:
-        for caption in dict.fromkeys(captions):
-            hit = cache.get((enc_key, caption))
-            if hit is not None:
-                found[caption] = hit
-    todo = [c for c in dict.fromkeys(captions) if c not in found]
+    todo = []
+    for caption in dict.fromkeys(captions):
+        hit = None if enc_key is None else cache.get((enc_key, caption))
+        if hit is None:
+            todo.append(caption)
+        else:
+            found[caption] = hit
     if todo:
         log.debug("encoding %d prompt(s) with Gemma-2-2B (%d cached)", len(todo), len(found))
         features = encode_captions(todo, text_encoder).to(device="cpu", dtype=torch.float32)
@@ -323,7 +301,7 @@ def encode_prompt(encoder, captions: Union[str, Sequence[str]], *,
             found[caption] = feat
             if enc_key is not None:
                 cache.put((enc_key, caption), feat)
-    out = torch.stack([found[c] for c in captions])
+    out = torch.stack(list(map(found.__getitem__, captions)))
     return out.to(host.intermediate_device())
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from ..pid_core.decoding.color_anchor import anchor_colors as anchor_to_source
 from ..pid_core.decoding.sizing import MAX_NODE_SIDE, resize_bchw, upscale_sizes
 from . import host, node_base, pipeline
-from .pid_types import PID_MODEL
-from .resolve import LATENT_FORMAT_CHOICES
 from .resolve import latent_format as resolve_format
 
 # Output sides snap to 64 px: the trained 2kto4k grid uses multiples of 64, and 64 is a multiple
@@ -28,16 +26,13 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "pid_model": (PID_MODEL, {"tooltip": (
-                    "From PiD Load Model: a 2kto4k or v1.5 checkpoint (trained for 2048..4096 px "
-                    "outputs).")}),
+                "pid_model": node_base.PID_MODEL,
                 "image": ("IMAGE", {"tooltip": "The image to upscale (any size; ~2K is typical)."}),
                 "vae": ("VAE", {"tooltip": (
                     "The VAE of the PiD checkpoint's family: FLUX.1 ae.safetensors for flux/v1.5, "
                     "SDXL VAE for sdxl, SD3 VAE for sd3, Qwen-Image VAE for qwenimage, FLUX.2 VAE "
                     "for flux2.")}),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
-                    "A description of the image (PiD is text-conditioned). Empty is allowed.")}),
+                "prompt": node_base.PROMPT,
                 "long_side": ("INT", {"default": 4096, "min": 1024, "max": MAX_NODE_SIDE, "step": 64,
                                       "tooltip": (
                     "Output long side in px (aspect kept, both sides snapped to multiples of 64). "
@@ -49,9 +44,7 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
                     "coarser than ~32 output px with the source's. Off = raw PiD output.")}),
                 "seed": node_base.SEED,
                 "steps": node_base.STEPS,
-                "latent_format": (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
-                    "How PiD reads the VAE's latent. auto = decided from the VAE and the "
-                    "checkpoint; choose explicitly if asked (flux = FLUX.1/Z-Image VAE).")}),
+                "latent_format": node_base.LATENT_FORMAT,
             },
         }
 

@@ -107,7 +107,7 @@ def test_verdict_lines():
     assert "verdict: colour drift: mean ΔE 7." in text
     assert "after anchor_colors: mean ΔE 0.0" in text
     assert "sigma 0.3 > 0, so the VAE decoded the noisy latent" in text
-    assert cc.describe(None).startswith("no colour check: connect the LDM's VAE")
+    assert cc.NO_CHECK.startswith("no colour check: connect the LDM's VAE")
     with pytest.raises(PiDInputError, match="the colour check needs image and reference as"):
         cc.compare(torch.rand(1, 3, 8, 8), torch.rand(2, 3, 8, 8))
 

@@ -13,6 +13,7 @@ from torch import nn
 from pid_core.decoding import noise, sampler
 from pid_core.decoding.decoder import PiDDecoder, load_decoder
 from pid_core.network import blocks, rope
+from pid_core.network.adapter import tokens_of
 from pid_core.network.model import PiDNet, add_pixel_positions_, pixel_position_table
 from pid_core.network.random_weights import random_state_dict, tiny_config
 
@@ -99,7 +100,7 @@ def test_adapter_split_equals_adapter_call(net):
     x, _, _, z, _ = _inputs(net)
     grid = net.grid_for(x)
     ad = net.lq_proj
-    split = [ad.head(ad.tokens(ad.trunk(ad.align(z, grid))), k) for k in range(ad.n_heads)]
+    split = [ad.head(tokens_of(ad.latent_proj(ad.align(z, grid))), k) for k in range(ad.n_heads)]
     for a, b in zip(ad(z, grid), split, strict=True):
         assert torch.equal(a, b)
 

@@ -267,7 +267,7 @@ DECODE_CASES = [
                                                            latent_format="sd3"),
          "LatentMismatchError", (r"'sd3'", r"flux/qwenimage", r"v1\.5")),
     Case("noise_frame_unknown", lambda e: flux(e, lat(1, 16, 1, 1), noise_frame="vp"),
-         "PiDInputError", (r"noise frame 'vp' is unknown", r"flow, comfy_flow, ve or None")),
+         "PiDInputError", (r"noise frame 'vp' is unknown", r"'flow', 'comfy_flow' or 've'")),
     Case("plan_for_another_latent", lambda e: flux(e, lat(2, 16, 1, 1), plan=e.d.v1.plan((1, 16, 1, 1))),
          "PiDInputError", (r"plan is for batch 1 of \(1, 1\) latents", r"latent is \(2, 16, 1, 1\)", r"plan\(\)")),
     Case("format_not_a_name", lambda e: flux(e, lat(1, 16, 1, 1), latent_format=16), "PiDInputError",
@@ -565,7 +565,7 @@ TEXT_CASES = [
     Case("captions_empty_list", lambda e: build_token_batch([], e.sp.encode, bos_id=BOS),
          "PiDInputError", (r"non-empty list of strings", r"got \[\]", r"one prompt per latent")),
     Case("caption_none", lambda e: build_token_batch(["a cat", None], e.sp.encode, bos_id=BOS),
-         "PiDInputError", (r"must all be str", r"\(1, 'NoneType'\)")),
+         "PiDInputError", (r"must all be str", r"caption 1 is a NoneType")),
     Case("tokenizer_adds_bos", lambda e: build_token_batch(
         ["a cat"], lambda t: [BOS] + e.sp.encode(t), bos_id=BOS), "TextEncodingError",
          (r"starting with BOS \(2\)", r"add_special_tokens=False")),

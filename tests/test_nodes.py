@@ -338,8 +338,8 @@ def test_a_flow_latent_from_comfyui_is_scaled_back_to_x_t():
 
 def test_latent_format_knowledge_is_derived_from_pid_core():
     latents = pack_module("pid_core.decoding.latents")
-    resolve = pack_module("nodes.resolve")
-    assert resolve.LATENT_FORMAT_CHOICES == ["auto", "flux", "sd3", "sdxl", "qwenimage", "flux2"]
+    node_base = pack_module("nodes.node_base")
+    assert node_base.LATENT_FORMAT_CHOICES == ["auto", "flux", "sd3", "sdxl", "qwenimage", "flux2"]
     for cls, name in [("Flux", "flux"), ("SD3", "sd3"), ("SDXL", "sdxl"), ("Wan21", "qwenimage"),
                       ("Flux2", "flux2"), ("SD15", None), ("Wan22", None)]:
         assert host.model_latent_format(FakeModel(cls))[0] == name
@@ -347,7 +347,17 @@ def test_latent_format_knowledge_is_derived_from_pid_core():
     assert host.vae_latent_formats(FakeVAE(16, latent_dim=3)) == {"qwenimage"}
     assert host.vae_latent_formats(FakeVAE(32)) == host.vae_latent_formats(FakeVAE(128)) == {"flux2"}
     assert {f.name for f in latents.LATENT_FORMATS.values() if f.comfy_classes} == set(
-        resolve.LATENT_FORMAT_CHOICES[1:])
+        node_base.LATENT_FORMAT_CHOICES[1:])
+
+
+def test_inputs_several_nodes_take_are_defined_once():
+    node_base = pack_module("nodes.node_base")
+    shared = {"pid_model": node_base.PID_MODEL, "prompt": node_base.PROMPT, "seed": node_base.SEED,
+              "steps": node_base.STEPS, "latent_format": node_base.LATENT_FORMAT}
+    for cls in (Decode, Upscale, pack.NODE_CLASS_MAPPINGS["PiD_Size"]):
+        inputs = cls.INPUT_TYPES()["required"]
+        for name, spec in shared.items():
+            assert name not in inputs or inputs[name] is spec, f"{cls.__name__}.{name} is defined twice"
 
 
 def test_one_dtype_policy_for_nodes_and_api():

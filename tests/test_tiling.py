@@ -201,7 +201,7 @@ def test_whole_and_tiled_decodes_run_the_same_loop(tiny_sd_factory, monkeypatch)
     dec.decode(z, 0.2, y, latent_format="flux", steps=3, plan=dec.plan(z.shape, tile=64),
                options=DecodeOptions(callback=lambda i, n: ticks["tiled"].append(n)))
     whole, tiled = seen
-    assert whole["kind"] == "function" and tiled["kind"] == "TiledDenoiser"
+    assert whole["kind"] == "partial" and tiled["kind"] == "TiledDenoiser"
     assert whole["times"] == tiled["times"] == list(t_schedule(3)[:-1])
     assert whole["draws"] == tiled["draws"] == 3                  # start noise + 2 re-noise draws
     assert ticks["whole"] == [3] * 3 and ticks["tiled"] == [27] * 27

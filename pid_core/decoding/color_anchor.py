@@ -1,16 +1,8 @@
-"""Low-frequency / colour anchoring of an upscaled image to its source.
-
-PiD re-synthesises detail; at 4x it can drift a little in tone or colour over large areas. The
-2K->4K upscaler therefore (optionally) replaces the output's low frequencies with the source's:
-
-    out' = out + blur(source_upscaled) - blur(out)
-
-where ``blur`` keeps only structure larger than ``cutoff`` output pixels (area downsample, then a
-smooth bicubic upsample back). Fine detail — what PiD adds — is untouched; broad colour and
-brightness follow the source exactly. ``strength`` blends between no anchoring (0) and full (1).
-Both blurs are taken on the coarse grid (the source is area-resized to it directly) and their
-difference is upsampled into the image in row strips, so a 16384^2 output needs no full-size
-temporary.
+"""Colour anchoring of an image to a reference (its source, or the VAE decode of its latent):
+``out + blur(reference) - blur(out)``, ``blur`` keeping structure coarser than ``cutoff`` px. PiD's
+fine detail is untouched; broad colour and brightness follow the reference. Both blurs are taken
+on the coarse grid and their difference is upsampled into the image in row strips, so a 16384^2
+output needs no full-size temporary.
 """
 
 from __future__ import annotations

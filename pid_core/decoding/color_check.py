@@ -1,20 +1,9 @@
-"""How far a decode's colours are from a reference picture (the VAE decode of the same latent).
-
-PiD re-synthesises the image from the latent; its broad colours can drift from what the LDM's
-own VAE decodes (a known issue of the old 2kto4k FLUX.2 checkpoint, and of sizes outside the
-trained envelope). :func:`compare` measures that drift on the low frequencies only, so detail
-PiD adds does not count:
-
-1. the image is area-resized to the reference's size (a VAE decode of the latent is 1/4 of
-   PiD's output: colours need no more);
-2. both are low-passed with ``color_anchor.low_pass`` (structure coarser than ``cutoff`` px);
-3. both go sRGB -> linear -> CIE XYZ -> CIELAB (D65 white, IEC 61966-2-1 matrices);
-4. per pixel: ΔE*ab (CIE76, Euclidean in Lab), the chroma shift C*ab(image) - C*ab(reference)
-   (positive = more saturated) and the a*/b* shifts, averaged over the image and over the
-   reference's luminance bands (shadows L* < 35, midtones 35..70, highlights > 70).
-
-A mean ΔE below ``MATCH_DELTA_E`` (about one just-noticeable difference) reads as a match.
-Pure torch; images are ``[B, 3, H, W]`` in [0, 1].
+"""How far a decode's colours are from a reference picture (the VAE decode of the same latent), on
+the low frequencies only, so the detail PiD adds does not count: both images at the reference's
+size, low-passed (``color_anchor.low_pass``), in CIELAB (D65, IEC 61966-2-1); per pixel ΔE*ab
+(CIE76), the chroma shift and the a*/b* shifts, averaged over the image and over the reference's
+shadows / midtones / highlights. A mean ΔE below ``MATCH_DELTA_E`` (about one just-noticeable
+difference) reads as a match. Pure torch; images ``[B, 3, H, W]`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -141,13 +130,14 @@ def _share(share: float) -> str:
     return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
 
 
-def describe(report: ColorReport | None, sigma: float = 0.0, anchored: ColorReport | None = None,
+NO_CHECK = ("no colour check: connect the LDM's VAE to PiD Decode Latent's vae input to compare "
+            "PiD's colours with a VAE decode of the same latent.")
+
+
+def describe(report: ColorReport, sigma: float = 0.0, anchored: ColorReport | None = None,
              newer_checkpoint: bool = True) -> str:
-    """The text of PiD Decode Latent's colour report (``report`` None: no VAE connected).
+    """The text of PiD Decode Latent's colour report (``NO_CHECK`` when no VAE is connected).
     ``newer_checkpoint``: whether a drift verdict may suggest the v1.5 checkpoint (False on v1.5)."""
-    if report is None:
-        return ("no colour check: connect the LDM's VAE to PiD Decode Latent's vae input to compare "
-                "PiD's colours with a VAE decode of the same latent.")
     o = report.overall
     lines = [f"PiD vs VAE decode (low frequencies, compared at {report.size[1]}x{report.size[0]}): "
              f"mean ΔE {o.delta_e:.1f}, chroma {o.chroma:+.1f}"]

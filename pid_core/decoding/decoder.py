@@ -10,6 +10,7 @@ compiled graphs; a whole-image decode that runs out of memory is retried in tile
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -26,10 +27,10 @@ from ..network.config import TIMESTEP_SCALE
 from ..network.model import PiDNet
 from ..text.recipe import check_text_features
 from . import memory
-from .image_out import check_out_dtype, count_non_finite, to_image
-from .latents import FRAMES, check_latent, choose_format
+from .image_out import OUT_DTYPES, count_non_finite, to_image
+from .latents import check_latent, choose_format
 from .memory import DecodePlan
-from .noise import Noise, check_noise_device
+from .noise import Noise
 from .progress import DEFAULT_PREVIEW_SIDE, PREVIEW_BUDGET, PreviewCanvas, Progress
 from .sampler import sample, t_schedule, velocity_to_x0
 from .sizing import check_output_size, check_tiled_output_size
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How a decode runs beyond its inputs (defaults: upstream's behaviour); checked when made."""
+    """How a decode runs beyond its inputs (defaults: upstream's behaviour); each checked where used."""
 
     noise_frame: str | None = None      # how a noisy latent is parameterised (latents.FRAMES); None: the format's
     noise_device: str = "cpu"           # "cpu": the same image on every device; "device": drawn there
@@ -52,12 +53,6 @@ class DecodeOptions:
     preview_budget: float | None = PREVIEW_BUDGET   # share of the time previews may take (None: all calls)
     parallel: object = None             # frontends.distributed.TileParallel: tiles over processes
 
-    def __post_init__(self):
-        if self.noise_frame is not None and self.noise_frame not in FRAMES:
-            raise PiDInputError(f"noise frame {self.noise_frame!r} is unknown; expected one of "
-                                f"{', '.join(FRAMES)} or None (the latent format's).", input_name="noise_frame")
-        check_noise_device(self.noise_device)
-        check_out_dtype(self.out_dtype)
 
 
 class PiDDecoder:
@@ -85,7 +80,7 @@ class PiDDecoder:
         the net's device, unlimited on the CPU) and the checkpoint's envelope, else the largest
         tiles that fit; an int or (height, width) = tiles of that many px.
         """
-        shape = tuple(int(v) for v in latent_shape)
+        shape = tuple(map(int, latent_shape))
         batch, lhw, info, cfg = shape[0], shape[-2:], self.info, self.net.cfg
         f, env = info.output_factor, info.envelope
         size = (lhw[0] * f, lhw[1] * f) if output_size is None else output_size
@@ -124,8 +119,11 @@ class PiDDecoder:
         host handed over: they are checked there, then moved.
         """
         opts, info = options or DecodeOptions(), self.info
-        z = check_latent(latent, info.latent_channels, info.describe())
-        fmt = choose_format(latent_format, info.latent_formats, info.describe())
+        if opts.out_dtype not in OUT_DTYPES:
+            raise PiDInputError(f"out_dtype={opts.out_dtype!r} is not supported; choose torch.float32 "
+                                f"(default), torch.float16 or torch.uint8 (0..255).")
+        z = check_latent(latent, info)
+        fmt = choose_format(latent_format, info)
         if plan is None:
             plan = self.plan(z.shape, tile=None)
         elif (plan.batch, plan.latent_size) != (z.shape[0], tuple(z.shape[-2:])):
@@ -133,13 +131,14 @@ class PiDDecoder:
                                 f"latent is {tuple(z.shape)}; make the plan with plan() for this latent.")
         times = t_schedule(steps)
         y = check_text_features(text, z.shape[0], self.net.cfg.text_dim, self.net.cfg.text_tokens)
-        z, sig = fmt.to_pid_frame(fmt.process_in(z.to(self.device)), sigma, opts.noise_frame)
+        z, sig = fmt.to_pid_frame(fmt.normalize(z.to(self.device)), sigma, opts.noise_frame)
         if plan.tiled and info.envelope is not None and min(plan.tile_size) < info.envelope.min_side:
             log.warning("PiD tiles of %dx%d px are below the checkpoint's trained sizes (%d..%d px) "
                         "because of the memory budget; expect softer detail or artifacts.",
                         *plan.tile_size, info.envelope.min_side, info.envelope.max_side)
-        memory.check_host_memory(self.net.cfg, plan, self.dtype,
-                                 self.device.type == "cpu" or not plan.state_on_device)
+        if plan.tiled:   # a canvas in system RAM that cannot fit is refused before any work
+            memory.check_host_memory(self.net.cfg, plan, self.dtype,
+                                     self.device.type == "cpu" or not plan.state_on_device)
         while True:
             try:
                 out = self._run(plan, z, sig, y.to(self.device), seed, times, opts)
@@ -174,14 +173,17 @@ class PiDDecoder:
             return x0
 
         # the noise starts drawing (on a worker, for an accelerator) before the adapter runs
-        with Noise(seed, (z.shape[0], 3, h, w), state_dev, opts.noise_device, opts.shared_noise) as noise:
+        noise = Noise(seed, (z.shape[0], 3, h, w), state_dev, opts.noise_device, opts.shared_noise)
+        try:
             if plan.tiled:
                 den = TiledDenoiser(x0_of, net.lq_proj, net.lq_proj.align(z, (h // p, w // p)).to(state_dev),
                                     plan.tiles, (h, w), plan.overlap, dev, state_dev, opts.parallel)
                 progress.total = den.calls_per_step * (len(times) - 1)
-                return sample(den, noise, times)
-            tokens = net.lq_proj.encode(z, (h // p, w // p))
-            return sample(lambda x, t: x0_of(x, t, tokens), noise, times)
+            else:
+                den = functools.partial(x0_of, tokens=net.lq_proj.encode(z, (h // p, w // p)))
+            return sample(den, noise, times)
+        finally:
+            noise.close()
 
     def _network(self):
         """The network call: ``net.velocity``, or its compiled graph when ``compile`` is set."""

@@ -6,17 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import PiDInputError
 from .sampler import rows_of
 
 OUT_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.uint8: "uint8"}
-
-
-def check_out_dtype(dtype) -> torch.dtype:
-    if dtype not in OUT_DTYPES:
-        raise PiDInputError(f"out_dtype={dtype!r} is not supported; choose torch.float32 (default), "
-                            f"torch.float16 or torch.uint8 (0..255).")
-    return dtype
 
 
 def count_non_finite(x: torch.Tensor) -> int:

@@ -1,32 +1,16 @@
-"""Latent formats: the one place that knows each LDM family's latent.
-
-PiD reads the latent in the LDM's own *model-space* normalisation (what the upstream tokenizer's
-``encode()`` returns: nv-tlabs/PiD @2c8814c ``pid/_src/inference/from_ldm.py``), while a ComfyUI
-LATENT holds the raw VAE output. Each family gets one :class:`LatentFormat`: its channels and VAE
-factor, the ComfyUI ``comfy/latent_formats.py`` classes whose LATENTs it reads, how a ComfyUI VAE
-object of that family reports itself, names and aliases, and ``process_in`` (exactly ComfyUI's
-``latent_formats.<X>.process_in``). Detection, the release registry and the nodes derive from
-:data:`LATENT_FORMATS`.
-
-A partially denoised latent comes in a *noise frame* that belongs to the sampler that made it,
-not to the VAE (AuraFlow samples SDXL-VAE latents as a flow model):
-
-* ``flow``: ``(1 - s) x0 + s eps`` -- upstream's ``x_t`` of a flow LDM (diffusers' schedulers);
-* ``comfy_flow``: ``x_t / (1 - s)`` -- what ComfyUI's samplers return for a flow (CONST) model
-  stopped at ``s`` (``comfy/model_sampling.py`` ``CONST.inverse_noise_scaling``, applied by
-  ``comfy/samplers.py`` to every sampler's output); a later sampler multiplies it back;
-* ``ve``: ``x0 + s eps`` -- EPS / v-prediction samplers (SDXL), and ComfyUI's COSMOS_RFLOW.
-
-PiD's gates were trained in one frame per backbone (``pid_frame``): flow for the flow LDMs, VP
-``sqrt(1 - s^2) x0 + s eps`` for SDXL (nv-tlabs/PiD @2c8814c ``pid/_src/inference/from_ldm.py``).
-``to_pid_frame`` rescales any of the above to it, exactly (a Gaussian-noised latent in one frame is
-a scaled latent of another, at a mapped sigma). ``frame`` is the format's default input for the
-API and the CLI (upstream's convention), ``comfy_frame`` the default for a ComfyUI LATENT.
+"""Latent formats: the one place that knows each LDM family's latent (nv-tlabs/PiD @2c8814c
+``pid/_src/inference/from_ldm.py``; ComfyUI ``comfy/latent_formats.py``). A ``LatentFormat`` holds a
+family's channels, VAE factor, ComfyUI class names, VAE signature, aliases and normalisation (raw
+VAE latent -> PiD model space, as ComfyUI's ``process_in``). A stopped latent comes in the noise
+frame of the sampler that made it: ``flow`` ((1-s) x0 + s eps), ``comfy_flow`` (ComfyUI's stored
+x_t / (1-s) of a flow model) or ``ve`` (x0 + s eps, EPS samplers); ``to_pid_frame`` rescales it
+exactly to the frame PiD was trained in (flow, or VP for SDXL).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -78,15 +62,21 @@ class LatentFormat:
     video_vae: bool = False           # the ComfyUI VAE is 3-D (latent_dim 3)
 
     def process_in(self, raw: Tensor) -> Tensor:
-        """Raw ComfyUI LATENT ``[B,C,h,w]`` (or ``[B,C,1,h,w]``) -> PiD model space, float32."""
+        """Raw ComfyUI LATENT ``[B,C,h,w]`` (or ``[B,C,1,h,w]``), checked -> PiD model space, float32."""
         z = as_4d(raw)
         if not z.is_floating_point():
             raise PiDInputError(
                 f"latent must be a floating-point tensor; got dtype {z.dtype}. "
                 "Connect the LATENT produced by a sampler or a VAE Encode node.", input_name="latent")
         self.check_channels(z)
+        return self.normalize(z)
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """A checked raw latent ``[B,C,h,w]`` -> PiD model space, float32 (``process_in``'s maths)."""
         z = z.to(torch.float32)
-        return (z - _per_channel(self.shift, z)) * self.scale / _per_channel(self.std, z)
+        shift = torch.tensor(self.shift, dtype=z.dtype, device=z.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=z.dtype, device=z.device).view(1, -1, 1, 1)
+        return (z - shift) * self.scale / std
 
     def to_pid_frame(self, latent: Tensor, sigma, frame: str | None = None) -> tuple[Tensor, Tensor]:
         """Map a model-space latent in noise ``frame`` (default: the format's) at noise level
@@ -163,13 +153,15 @@ COMFY_FORMATS = tuple(n for n, f in LATENT_FORMATS.items() if f.comfy_classes)
 
 
 def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch not in "-_. ")
+    return re.sub(r"[-_. ]", "", name.lower())
 
 
 def get_latent_format(name_or_format: Union[str, LatentFormat]) -> LatentFormat:
     """Look a format up by name or alias (case, '-', '_', '.' and spaces ignored)."""
     if isinstance(name_or_format, LatentFormat):
         return name_or_format
+    if name_or_format in LATENT_FORMATS:
+        return LATENT_FORMATS[name_or_format]
     if not isinstance(name_or_format, str):
         raise PiDInputError(
             f"latent format must be a name or a LatentFormat; got {type(name_or_format).__name__}. "
@@ -226,11 +218,11 @@ def as_4d(latent: Tensor) -> Tensor:
         f"expected [B,C,h,w] (or [B,C,1,h,w] from a Qwen-Image/Wan VAE). {fix}", input_name="latent")
 
 
-def check_latent(latent: Tensor, channels: int, checkpoint: str) -> Tensor:
-    """Validate a raw LATENT for a checkpoint taking ``channels``-channel latents; returns it 4-D.
+def check_latent(latent: Tensor, checkpoint) -> Tensor:
+    """Validate a raw LATENT for ``checkpoint`` (a ``files.detect.DecoderInfo``); returns it 4-D.
 
     Most basic problem first: not a latent, then the channel count (before any question of
-    format), then the values. ``checkpoint`` describes the checkpoint in messages.
+    format), then the values.
     """
     z = as_4d(latent)
     if not z.is_floating_point():
@@ -245,9 +237,10 @@ def check_latent(latent: Tensor, channels: int, checkpoint: str) -> Tensor:
     if z.is_meta:
         raise PiDInputError("latent is on the 'meta' device (shape only, no values); pass a real tensor.",
                             input_name="latent")
+    channels = checkpoint.latent_channels
     if z.shape[1] != channels:
         raise LatentMismatchError(
-            f"This PiD checkpoint ({checkpoint}) expects {channels}-channel latents; the "
+            f"This PiD checkpoint ({checkpoint.describe()}) expects {channels}-channel latents; the "
             f"LATENT has {z.shape[1]} channels{channel_hint(z.shape[1])} (shape "
             f"{tuple(z.shape)}). Load the PiD checkpoint for the model that made the latent, "
             f"or decode a latent of that model.", input_name="checkpoint")
@@ -260,17 +253,20 @@ def check_latent(latent: Tensor, channels: int, checkpoint: str) -> Tensor:
         raise PiDInputError(
             f"latent values reach {peak:.3g}; VAE latents stay far below {LATENT_ABS_LIMIT:g} "
             f"in magnitude, so this tensor is not a usable latent (wrongly scaled, or the "
-            f"sampler overflowed). Connect the LATENT from a sampler, VAE Encode or Load Latent.", input_name="latent")
+            f"sampler overflowed). Connect the LATENT from a sampler, VAE Encode or Load Latent.",
+            input_name="latent")
     return z
 
 
-def choose_format(requested, trained: tuple, checkpoint: str) -> LatentFormat:
+def choose_format(requested, checkpoint) -> LatentFormat:
     """The format to decode with: ``requested`` (a name, alias, LatentFormat, or None/"auto" =
-    the checkpoint's only trained format), checked against the ``trained`` names."""
+    the checkpoint's only trained format), checked against the formats ``checkpoint`` (a
+    ``files.detect.DecoderInfo``) was trained on."""
+    trained = checkpoint.latent_formats
     if requested in (None, "auto", ""):
         if len(trained) != 1:
             raise LatentMismatchError(
-                f"This PiD checkpoint ({checkpoint}) accepts several latent formats with the "
+                f"This PiD checkpoint ({checkpoint.describe()}) accepts several latent formats with the "
                 f"same channel count ({', '.join(trained)}), which cannot be told apart "
                 f"from the tensor. Choose the latent format of the model that made the latent.",
                 input_name="latent_format")
@@ -279,14 +275,10 @@ def choose_format(requested, trained: tuple, checkpoint: str) -> LatentFormat:
     if fmt.name != "normalized" and fmt.name not in trained:
         raise LatentMismatchError(
             f"Latent format '{fmt.name}' ({fmt.description}) does not fit this PiD checkpoint, "
-            f"which was trained on {'/'.join(trained)} latents ({checkpoint}). "
+            f"which was trained on {'/'.join(trained)} latents ({checkpoint.describe()}). "
             f"Load the PiD checkpoint made for {fmt.name} or pick the matching latent format.",
             input_name="latent_format")
     return fmt
-
-
-def _per_channel(values: tuple, z: Tensor) -> Tensor:
-    return torch.tensor(values, dtype=z.dtype, device=z.device).view(1, -1, 1, 1)
 
 
 def _sigma_vector(sigma, batch: int, device) -> Tensor:

@@ -34,13 +34,9 @@ ALLOCATOR_SLACK = 1.10
 # the budget.
 STATE_SHARE_OF_BUDGET = 0.25
 
-def _esize(dtype) -> int:
-    return dtype.itemsize if isinstance(dtype, torch.dtype) else int(dtype)
-
-
 # -------------------------------------------------------------------------------------- memory
 def weight_bytes(cfg: PiDNetConfig, dtype=torch.bfloat16) -> int:
-    return param_count(cfg) * _esize(dtype)
+    return param_count(cfg) * dtype.itemsize
 
 
 def _rows(cfg: PiDNetConfig, height: int, width: int, batch: int) -> int:
@@ -59,7 +55,7 @@ def chunk_rows(cfg: PiDNetConfig, height: int, width: int, batch: int = 1, dtype
     target = CHUNK_TARGET_BYTES
     if budget_bytes is not None:
         target = min(target, max(budget_bytes // 16, 16 * MiB))
-    rows = max(MIN_CHUNK_ROWS, target // _chunk_row_bytes(cfg, _esize(dtype)))
+    rows = max(MIN_CHUNK_ROWS, target // _chunk_row_bytes(cfg, dtype.itemsize))
     return None if rows >= _rows(cfg, height, width, batch) else int(rows)
 
 
@@ -124,7 +120,7 @@ def estimate_memory(cfg: PiDNetConfig, height: int, width: int, batch: int = 1,
     ``chunk``: rows per chunk, None for unchunked, or "auto" (``chunk_rows``, as the decoder).
     Monotone in height, width and batch; smaller for smaller dtypes.
     """
-    e = _esize(dtype)
+    e = dtype.itemsize
     if chunk == "auto":
         chunk = chunk_rows(cfg, height, width, batch, dtype)
     act = _activation_bytes(cfg, height, width, batch, e, chunk)
@@ -146,7 +142,7 @@ def tile_feature_bytes(cfg: PiDNetConfig, height: int, width: int, tile: tuple[i
     on the patch grid."""
     th, tw = min(tile[0], height), min(tile[1], width)
     n = len(tile_grid(height, width, th, tw, default_overlap(th, tw)))
-    e = _esize(dtype)
+    e = dtype.itemsize
     return (n * _rows(cfg, th, tw, batch) * cfg.adapter_dim * e
             + _rows(cfg, height, width, batch) * cfg.adapter_in_channels * e)
 
@@ -167,7 +163,7 @@ def estimate_tiled_memory(cfg: PiDNetConfig, height: int, width: int, tile: tupl
                           state_on_device: bool = True) -> MemoryEstimate:
     """Working memory of a tiled decode with ``tile = (th, tw)`` px tiles (clamped to the image)."""
     th, tw = min(tile[0], height), min(tile[1], width)
-    e = _esize(dtype)
+    e = dtype.itemsize
     if chunk == "auto":
         chunk = chunk_rows(cfg, th, tw, batch, dtype)
     act = _activation_bytes(cfg, th, tw, batch, e, chunk)
@@ -211,7 +207,7 @@ class DecodePlan:
 
     def progress_total(self, steps: int) -> int:
         """What a decode's ``callback(step, total)`` counts to: tiles x network calls per tile."""
-        return self.n_tiles * steps
+        return len(self.tiles) * steps
 
     def describe(self) -> str:
         h, w = self.output_size
@@ -322,7 +318,7 @@ def decode_budget(device, resident_bytes: int) -> int | None:
 def check_host_memory(cfg: PiDNetConfig, plan: DecodePlan, dtype, on_cpu: bool) -> None:
     """Refuse, before any work, a decode whose full-size buffers would live in system RAM that is
     not available (``on_cpu``: the net runs on the CPU or the plan keeps its canvas there)."""
-    need = host_bytes(cfg, plan, dtype) if on_cpu else 0
+    need = host_bytes(cfg, plan, dtype) if on_cpu and plan.tiled else 0
     free = available_bytes("cpu") if need else None
     if free is None or need <= free:
         return

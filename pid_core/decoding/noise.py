@@ -29,10 +29,14 @@ def make_generator(seed: int, device="cpu") -> torch.Generator:
 class Noise:
     """Draws of ``shape`` (fp32) delivered on ``device``. ``where="device"`` draws on the device
     itself (upstream's stream on CUDA; results then depend on the device). ``shared``: one draw of
-    batch 1 for the whole batch (the same noise for every frame). Use as a context manager."""
+    batch 1 for the whole batch (the same noise for every frame). ``close`` stops the worker
+    (also as a context manager)."""
 
     def __init__(self, seed: int, shape, device, where: str = "cpu", shared: bool = False):
-        self.shape, self.device = tuple(int(v) for v in shape), torch.device(device)
+        if where not in NOISE_DEVICES:
+            raise PiDInputError(f"noise_device={where!r} is not supported; choose 'cpu' (same image on "
+                                f"every device) or 'device' (draw on the compute device, faster).")
+        self.shape, self.device = tuple(map(int, shape)), torch.device(device)
         own = where == "device" and self.device.type != "cpu"
         self._gen = make_generator(seed, self.device if own else "cpu")
         self._draw_shape = (1, *self.shape[1:]) if shared else self.shape
@@ -48,10 +52,11 @@ class Noise:
 
     def next(self, into: torch.Tensor | None = None) -> torch.Tensor:
         """The next draw, written into ``into`` (a dead fp32 buffer of ``shape`` on ``device``) if given."""
+        if self._pool is None and self._draw_shape == self.shape:   # the values randn gives, in place
+            into = torch.empty(self.shape, dtype=torch.float32, device=self.device) if into is None else into
+            return into.normal_(generator=self._gen)
         if self._pool is not None:
             draw, self._ahead = self._ahead.result(), self._pool.submit(self._draw, "cpu")
-        elif into is not None and self._draw_shape == self.shape:
-            return into.normal_(generator=self._gen)   # the values randn would give, in place
         else:
             draw = self._draw(self._gen.device)
         if into is None and draw.shape == self.shape and draw.device == self.device:
@@ -72,9 +77,3 @@ class Noise:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def check_noise_device(where: str) -> str:
-    if where not in NOISE_DEVICES:
-        raise PiDInputError(f"noise_device={where!r} is not supported; choose 'cpu' (same image on "
-                            f"every device) or 'device' (draw on the compute device, faster).")
-    return where

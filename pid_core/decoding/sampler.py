@@ -26,16 +26,18 @@ def fp32(t: float) -> float:
     return struct.unpack("f", struct.pack("f", t))[0]
 
 
+# Times for n network calls, ending with 0: subsets of the 4-step list; one step is a single call at t = 1.
+SCHEDULES = {1: (1.0, 0.0), **{n: tuple(fp32(T_LIST[round(i * MAX_STEPS / n)]) for i in range(n + 1))
+                               for n in range(2, MAX_STEPS + 1)}}
+
+
 def t_schedule(steps: int) -> tuple[float, ...]:
-    """Times for ``steps`` network calls, ending with 0: subsets of the 4-step list; one step is
-    a single call at t = 1."""
+    """The times of a ``steps``-call decode (``SCHEDULES``)."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= MAX_STEPS:
         raise PiDInputError(
             f"steps={steps!r} is not supported: the distilled PiD decoders are trained for 4 steps; "
             f"choose 1, 2, 3 or 4 (4 recommended; more steps would repeat timesteps).", input_name="steps")
-    if steps == 1:
-        return (1.0, 0.0)
-    return tuple(fp32(T_LIST[round(i * MAX_STEPS / steps)]) for i in range(steps + 1))
+    return SCHEDULES[int(steps)]
 
 
 def rows_of(x: torch.Tensor):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import PiDInputError
+from ..network.adapter import tokens_of
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ def tile_tokens(adapter, aligned: torch.Tensor, tile: Tile, device, patch: int =
     r0, c0 = tile.y0 // patch, tile.x0 // patch
     r1, c1 = r0 + tile.h // patch, c0 + tile.w // patch
     a0, b0, a1, b1 = max(0, r0 - m), max(0, c0 - m), min(gh, r1 + m), min(gw, c1 + m)
-    trunk = adapter.trunk(aligned[..., a0:a1, b0:b1].to(device))
-    return adapter.tokens(trunk[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0])
+    trunk = adapter.latent_proj(aligned[..., a0:a1, b0:b1].to(device))
+    return tokens_of(trunk[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0])
 
 
 class TiledDenoiser:

@@ -1,30 +1,9 @@
 """The PiD files users have: the Comfy-Org repack and the official nvidia/PiD releases.
 
 One table, used by the download, the model listing, the example workflows and the README. Every
-name, size and digest below was read from a public source, named in the entry's ``provenance``;
-nothing is guessed. A ``sha256`` is pinned only where a public source lists it; otherwise the
-download relies on the digest the hub publishes for the file (its Git LFS metadata), which is
-checked for every file anyway.
-
-Sources (short names used in ``provenance``):
-
-- ``core-template``: ComfyUI's own PiD template ``utility_pid_latent_upscale_dit.json``
-  (comfyui-workflow-templates 0.11.41, the version ComfyUI 0.33 pins): file names, folders and
-  ``resolve/main`` URLs of Comfy-Org/PixelDiT.
-- ``nomadoor``: nomadoor/Comfy-with-ComfyUI ``basic-workflows/pixeldit-pid`` (2026-07-29), the
-  file list with the sizes Hugging Face shows.
-- ``invokeai``: invoke-ai/InvokeAI ``invokeai/backend/model_manager/starter_models/{flux,flux2,
-  qwen_image,sd_3,sdxl}.py``: Comfy-Org URLs (``int8_convrot`` builds included) and the nvidia/PiD
-  paths, pinned there to Comfy-Org/PixelDiT commit f1aa9118.
-- ``comfycolab``: the ComfyColab-PiD catalogue (Comfy-Org/PixelDiT pinned to commit 70e1298e):
-  byte sizes and sha256 of the v1.5 bf16 files and the Gemma bf16 encoder.
-- ``comfyui-tpu``: PhoenixCreation/ComfyUI-TPU ``deployment/model_manifest.json`` and
-  ``docs/architecture/proposed/003-pid-upscaler-bf16-support.md``: the digests and sizes of the
-  v1.5 FLUX.1 bf16 and Gemma bf16 files, measured on downloaded copies (a second source).
-- ``cubric``: a model catalogue mirroring Comfy-Org/PixelDiT: sha256 of four v1 bf16 files.
-- ``merserk``: Merserk/ComfyUI-PiD README and backend: the ``*_mxfp8`` and ``_2606`` names.
-- ``manifest-test``: a public models manifest test naming the Gemma fp8 and FLUX.2 mxfp8 files
-  with the sizes the hub shows.
+name, size and digest was read from a public source named in the entry's ``provenance`` (keys of
+``SOURCES``); nothing is guessed. A ``sha256`` is pinned only where a public source lists it; every
+download is checked against the digest the hub publishes anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +12,26 @@ from dataclasses import dataclass
 
 from ..network.config import HF_REPO, RELEASES, WEIGHTS_LICENSE
 
+# The public sources the entries' ``provenance`` names.
+SOURCES = {
+    "core-template": "ComfyUI's own PiD template utility_pid_latent_upscale_dit.json (comfyui-workflow-templates "
+                     "0.11.41, pinned by ComfyUI 0.33): file names, folders and resolve/main URLs of "
+                     "Comfy-Org/PixelDiT",
+    "nomadoor": "nomadoor/Comfy-with-ComfyUI basic-workflows/pixeldit-pid (2026-07-29): the file list with the "
+                "sizes Hugging Face shows",
+    "invokeai": "invoke-ai/InvokeAI invokeai/backend/model_manager/starter_models/{flux,flux2,qwen_image,sd_3,"
+                "sdxl}.py: Comfy-Org URLs (int8_convrot builds included) and the nvidia/PiD paths, pinned to "
+                "Comfy-Org/PixelDiT commit f1aa9118",
+    "comfycolab": "the ComfyColab-PiD catalogue (Comfy-Org/PixelDiT at commit 70e1298e): byte sizes and sha256 "
+                  "of the v1.5 bf16 files and the Gemma bf16 encoder",
+    "comfyui-tpu": "PhoenixCreation/ComfyUI-TPU deployment/model_manifest.json and docs/architecture/proposed/"
+                   "003-pid-upscaler-bf16-support.md: digests and sizes of the v1.5 FLUX.1 bf16 and Gemma bf16 "
+                   "files, measured on downloaded copies",
+    "cubric": "a model catalogue mirroring Comfy-Org/PixelDiT: sha256 of four v1 bf16 files",
+    "merserk": "Merserk/ComfyUI-PiD README and backend: the *_mxfp8 and _2606 names",
+    "manifest-test": "a public models manifest test naming the Gemma fp8 and FLUX.2 mxfp8 files with the sizes "
+                     "the hub shows",
+}
 REPACK_REPO = "Comfy-Org/PixelDiT"
 GEMMA_LICENSE = "Gemma Terms of Use (Google)"
 REPACK_LICENSE = WEIGHTS_LICENSE + "; Comfy-Org repack of the same weights"

@@ -1,18 +1,10 @@
-"""Batch items: the manifest / folder readers, each item's identity, done records, atomic writes.
+"""Batch items: the manifest and folder readers, each item's identity, done records, atomic writes.
 
-A batch is a list of :class:`Item`\\ s, from a JSON-lines manifest (one object per line) or a
-folder of latents with a same-named ``.txt`` prompt beside each. A row that cannot become an
-item (bad JSON, unknown key, …) becomes an item carrying its ``error``: it is reported as a
-failure, never stops the batch. The runner is ``batch_run.run_batch``.
-
-Resume: an item is finished when its done record ``<output>.pid.json`` holds the item's
-``key`` and every PNG it names exists. The key is a SHA-256 of everything that decides the
-pixels (the latent file's bytes, the prompt or the text-embeds file's bytes, sigma, format,
-seed, steps, size, and the decode settings such as checkpoint and dtype), so editing a row or
-replacing a file makes the item run again. Files are written under a temporary name in the
-output folder and renamed over the target (``os.replace``, atomic on one filesystem), the PNGs
-first and the record last: a run killed at any point leaves either no output, or PNGs without
-a record (redone next time), never a truncated file under a final name.
+A row that cannot become an item becomes an item carrying its ``error`` (reported, never stops the
+batch). An item is done when its record ``<output>.pid.json`` holds its ``key`` (a SHA-256 of
+everything that decides the pixels: the files' bytes, prompt, sigma, format, seed, steps, size and
+decode settings) and its PNGs exist. Files are written under a temporary name and renamed over
+the target, PNGs first and the record last, so a killed run never leaves a truncated file.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def file_noise_frame(path, decoder, latent_format=None, frame: str | None = None
     flow model); other files upstream's convention (the format's ``frame``)."""
     if frame is not None:
         return frame
-    fmt = choose_format(latent_format, decoder.info.latent_formats, decoder.info.describe())
+    fmt = choose_format(latent_format, decoder.info)
     return fmt.comfy_frame if str(path).lower().endswith(".latent") else fmt.frame
 
 

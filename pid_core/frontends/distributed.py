@@ -1,22 +1,11 @@
-"""Many processes, one job, with PyTorch's own ``torch.distributed`` (launched by ``torchrun``).
+"""Many processes, one job, with ``torch.distributed`` (launched by ``torchrun``).
 
-Two ways to use several GPUs (or several CPU processes with the ``gloo`` backend):
-
-* **items** (``decode-batch``): every process takes the items ``i`` with ``i % world == rank``,
-  round-robin as upstream shards its prompts (nv-tlabs/PiD @2c8814c
-  ``pid/_src/inference/from_ldm.py``). Each item carries its own seed, so an output never
-  depends on how many processes there are; ``gather_to_rank0`` collects the per-rank reports.
-* **tiles** (``TileParallel``): one tiled decode whose tiles are spread over the processes
-  each step. Every process holds the whole canvas and runs the same global sampler update
-  (the noise is one seeded CPU stream, the same everywhere); in round ``r`` process ``k``
-  computes tile ``r * world + k``, then each tile's weighted estimate is broadcast from its
-  owner and every process blends all of them in tile order. Adding the same values in the
-  same order as a single process makes the image bit-identical to a single-process tiled decode
-  (an all-reduce of per-process partial sums would add in another order and differ in the last
-  bits where three or more tiles overlap).
-
-``init_from_env`` reads torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
-…); without them it returns a one-process ``World`` and no process group is made.
+Items (``decode-batch``): process ``rank`` takes items ``i % world == rank``, as upstream shards its
+prompts (nv-tlabs/PiD @2c8814c ``pid/_src/inference/from_ldm.py``); each item has its own seed, so
+outputs do not depend on the process count. Tiles (``TileParallel``): the tiles of one decode are
+spread over the processes each step; every process keeps the whole canvas, receives every tile's
+weighted estimate from its owner and blends them in tile order, so the image is bit-identical to
+a single-process tiled decode. ``init_from_env`` reads torchrun's variables (none: one process).
 """
 
 from __future__ import annotations

@@ -37,6 +37,11 @@ def align_to_grid(z: torch.Tensor, grid: tuple[int, int], ratio: float) -> torch
     raise NotImplementedError("latent-to-patch ratios below 1 are not used by any released PiD net")
 
 
+def tokens_of(trunk: torch.Tensor) -> torch.Tensor:
+    """Trunk output ``[B, hid, h, w] -> [B, h*w, hid]`` (row-major, as the patch tokens), contiguous."""
+    return trunk.flatten(2).transpose(1, 2).contiguous()
+
+
 class ResBlock(nn.Module):
     def __init__(self, dim: int, padding_mode: str, dtype=None, device=None, operations=nn):
         super().__init__()
@@ -107,18 +112,10 @@ class LatentAdapter(nn.Module):
         z = unpatchify_latent(z.to(self.latent_proj[0].weight.dtype), self.unpatchify)
         return align_to_grid(z, grid, self.ratio)
 
-    def trunk(self, aligned: torch.Tensor) -> torch.Tensor:
-        """Conv stack on a (crop of the) grid-aligned latent: ``[B, hid, h, w]``."""
-        return self.latent_proj(aligned)
-
-    @staticmethod
-    def tokens(trunk: torch.Tensor) -> torch.Tensor:
-        """``[B, hid, h, w] -> [B, h*w, hid]`` (row-major, as the patch tokens), contiguous."""
-        return trunk.flatten(2).transpose(1, 2).contiguous()
-
     def encode(self, z: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The shared features ``[B, L, hid]`` of a whole latent (``align -> trunk -> tokens``)."""
-        return self.tokens(self.trunk(self.align(z, grid)))
+        """The shared features ``[B, L, hid]`` of a whole latent: the conv trunk (``latent_proj``) on
+        the aligned latent, as row-major tokens like the patch tokens."""
+        return tokens_of(self.latent_proj(self.align(z, grid)))
 
     def head(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
         """Output ``k`` ``[B, L, hidden]``: injection k, or the PiT feature for ``k = n_heads - 1``

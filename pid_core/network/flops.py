@@ -5,9 +5,12 @@ the memory planner uses the first, the benchmarks divide measured time by the ot
 
 from __future__ import annotations
 
+import functools
+
 from .config import PiDNetConfig
 
 
+@functools.lru_cache(maxsize=64)
 def param_count(cfg: PiDNetConfig) -> int:
     """Parameters of ``network.model.PiDNet(cfg)``, layer by layer (tests check it against the net)."""
     H, p2, pd, A, hid = cfg.hidden_size, cfg.patch_size ** 2, cfg.pixel_dim, cfg.pixel_attn_dim, cfg.adapter_dim

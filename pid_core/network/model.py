@@ -110,9 +110,7 @@ class PiDNet(nn.Module):
         """
         cfg, adapter = self.cfg, self.lq_proj
         b, _, hh, ww = x.shape
-        gh, gw = self.grid_for(x)
-        dev = x.device
-        wdtype = self.dtype
+        gh, gw, dev, wdtype = hh // cfg.patch_size, ww // cfg.patch_size, x.device, self.y_pos_embedding.dtype
         x = x.to(wdtype)
         sigma = sigma.float().reshape(-1).expand(b) if sigma.numel() == 1 else sigma.float()
 
@@ -134,7 +132,7 @@ class PiDNet(nn.Module):
         del y_emb
         s = F.silu(t_emb + s)
         if self.pit_lq_gate is not None:
-            s = self.pit_lq_gate(s, adapter.head(tokens, adapter.n_heads - 1), sigma)
+            s = self.pit_lq_gate(s, adapter.head(tokens, len(adapter.output_heads)), sigma)
         s_cond = s.reshape(b * gh * gw, -1)
         del s
 

@@ -39,19 +39,17 @@ def rope_1d(n: int, head_dim: int, theta: float, device) -> tuple[torch.Tensor, 
     return torch.cos(ang), torch.sin(ang)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs ``(2m, 2m+1)`` of ``x [..., N, D]``: ``(a, b) -> (a cos - b sin,
     a sin + b cos)`` in fp32, returned in ``x``'s dtype; over slices of the token axis when large."""
     n = x.shape[-2]
     step = max(1, ROPE_SLICE_ELEMENTS // max(1, x.numel() // max(1, n)))
-    if step >= n:
-        return _rotate(x, cos, sin)
-    out = torch.empty_like(x)
+    out = None if step >= n else torch.empty_like(x)
     for i in range(0, n, step):
-        out[..., i:i + step, :] = _rotate(x[..., i:i + step, :], cos[i:i + step], sin[i:i + step])
+        a, b = x[..., i:i + step, :].float().unflatten(-1, (-1, 2)).unbind(-1)
+        c, s = cos[i:i + step], sin[i:i + step]
+        part = torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2).to(x.dtype)
+        if out is None:
+            return part
+        out[..., i:i + step, :] = part
     return out

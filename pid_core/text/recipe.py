@@ -1,24 +1,10 @@
-"""PiD text features: the Gemma-2-2B prompt recipe of upstream PiD.
-
-Recipe (nv-tlabs/PiD @2c8814c ``pid/_src/models/pixeldit_model.py``, ``_encode_text_raw``):
-
-1. text = CHI_PREAMBLE + caption (plain concatenation);
-2. tokenise with BOS, no EOS, right-truncate and right-pad (pad id 0) to
-   ``n_chi + 298`` tokens, where ``n_chi`` is the token count of the preamble including BOS;
-3. run Gemma-2-2B-it and take ``last_hidden_state`` (after the final norm, 2304-d);
-4. keep position 0 (BOS) and the last 299 positions -> ``[B, 300, 2304]`` float32.
-
-Pad positions still produce hidden states and PiD sees them (the DiT gets no mask).
-
-Empty captions: we follow upstream, which prepends the preamble to every caption, the empty
-one included. ComfyUI's ``pixeldit`` CLIP type instead encodes an empty or whitespace prompt
-as ``[BOS] + 299 pads`` without the preamble, and does not prefix a prompt that already starts
-with the preamble. We keep upstream's behaviour because it is the recipe the released
-checkpoints were trained and evaluated with, so an empty prompt conditions PiD exactly as in
-the reference inference code.
-
-Only ``torch`` is needed for the recipe itself; ``gemma_hf.TransformersGemmaEncoder`` runs it
-with the optional ``transformers`` package.
+"""PiD text features: upstream's Gemma-2-2B prompt recipe (nv-tlabs/PiD @2c8814c
+``pid/_src/models/pixeldit_model.py``, ``_encode_text_raw``): ``CHI_PREAMBLE + caption`` tokenised
+with BOS, no EOS, right-truncated and right-padded (pad id 0) to ``n_chi + 298`` tokens; Gemma-2-2B-it's
+final-norm hidden states; position 0 and the last 299 kept -> ``[B, 300, 2304]`` float32. Pad
+positions keep their states (the DiT gets no mask). The empty caption gets the preamble too, as
+upstream (ComfyUI's ``pixeldit`` type drops it). Only torch is needed here; ``gemma_hf`` runs the
+recipe with ``transformers``.
 """
 
 from __future__ import annotations
@@ -107,11 +93,20 @@ def build_token_batch(
     Longer sequences are right-truncated (as HF ``truncation=True``), shorter ones right-padded
     with ``pad_id``; ``attention_mask`` is 1 on real tokens.
     """
-    captions = _check_captions(captions)
+    if isinstance(captions, str):
+        raise PiDInputError(
+            f"captions must be a list of strings; got a single str ({captions[:40]!r}). Wrap it in a list.")
+    if not isinstance(captions, (list, tuple)) or not captions:
+        raise PiDInputError(f"captions must be a non-empty list of strings; got {captions!r:.80}. "
+                            f"Pass one prompt per latent, e.g. [\"a red fox\"] ([\"\"] for none).")
+    for i, c in enumerate(captions):
+        if not isinstance(c, str):
+            raise PiDInputError(f"captions must all be str; caption {i} is a {type(c).__name__}.")
     if not callable(tokenize):
         raise PiDInputError(f"tokenize must be callable (text -> list[int]); got {type(tokenize).__name__}.")
-    bos_id = _check_token_id("bos_id", bos_id)
-    pad_id = _check_token_id("pad_id", pad_id)
+    for name, value in (("bos_id", bos_id), ("pad_id", pad_id)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PiDInputError(f"{name} must be a non-negative int token id; got {value!r}.")
 
     n_chi = 1 + len(_tokenize_checked(tokenize, CHI_PREAMBLE, bos_id))
     max_len = n_chi + CAPTION_TOKENS
@@ -154,8 +149,8 @@ def encode_captions(
 
     ``text_dim=None`` skips the width check (tiny test encoders).
     """
-    missing = [a for a in ("tokenize", "hidden_states", "bos_id", "pad_id") if not hasattr(encoder, a)]
-    if missing:
+    if not isinstance(encoder, TextEncoderLike):
+        missing = [a for a in ("tokenize", "hidden_states", "bos_id", "pad_id") if not hasattr(encoder, a)]
         raise TextEncodingError(
             f"text encoder {type(encoder).__name__} lacks {', '.join(missing)}; expected an object "
             "with tokenize(text) -> list[int], hidden_states(ids, mask), bos_id and pad_id "
@@ -163,7 +158,7 @@ def encode_captions(
         )
     batch = build_token_batch(captions, encoder.tokenize, bos_id=encoder.bos_id, pad_id=encoder.pad_id)
     hidden = encoder.hidden_states(batch.input_ids, batch.attention_mask)
-    expected = (len(batch.input_ids), batch.max_length)
+    expected = tuple(batch.input_ids.shape)
     if not isinstance(hidden, Tensor) or hidden.dim() != 3 or tuple(hidden.shape[:2]) != expected:
         shape = tuple(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
         raise TextEncodingError(
@@ -200,35 +195,15 @@ def check_text_features(text, batch: int, dim: int = TEXT_DIM, max_tokens: int =
     return text.expand(batch, -1, -1)
 
 
-def _check_captions(captions) -> list[str]:
-    if isinstance(captions, str):
-        raise PiDInputError(
-            f"captions must be a list of strings; got a single str ({captions[:40]!r}). Wrap it in a list."
-        )
-    if not isinstance(captions, (list, tuple)) or not captions:
-        raise PiDInputError(f"captions must be a non-empty list of strings; got {captions!r:.80}. "
-                            f"Pass one prompt per latent, e.g. [\"a red fox\"] ([\"\"] for none).")
-    bad = [(i, type(c).__name__) for i, c in enumerate(captions) if not isinstance(c, str)]
-    if bad:
-        raise PiDInputError(f"captions must all be str; got {bad[:3]} (index, type).")
-    return list(captions)
-
-
-def _check_token_id(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PiDInputError(f"{name} must be a non-negative int token id; got {value!r}.")
-    return value
-
-
 def _tokenize_checked(tokenize, text: str, bos_id: int) -> list[int]:
-    ids = list(tokenize(text))
-    if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
-        raise TextEncodingError(
-            f"tokenize() must return a list of int token ids; got {ids[:5]!r}..."
-        )
+    ids = []
+    for i in tokenize(text):
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TextEncodingError(f"tokenize() must return a list of int token ids; got {i!r} among them.")
+        ids.append(int(i))
     if ids and ids[0] == bos_id:
         raise TextEncodingError(
             f"tokenize() returned ids starting with BOS ({bos_id}); it must not add BOS "
             "(build_token_batch adds it). Use add_special_tokens=False / add_bos=False."
         )
-    return [int(i) for i in ids]
+    return ids
