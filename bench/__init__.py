@@ -5,4 +5,6 @@ import dataclasses
 
 def unbounded(decoder):
     """``decoder`` sharing its net, with no trained-size envelope: any size decodes whole."""
-    return type(decoder)(decoder.net, dataclasses.replace(decoder.info, envelope=None), decoder.compile)
+    new = type(decoder)(decoder.net, dataclasses.replace(decoder.info, envelope=None))
+    new.compile, new.network = decoder.compile, decoder.network   # the same (compiled) network call
+    return new

@@ -201,8 +201,7 @@ def main(argv=None) -> int:
         sd = random_state_dict(cfg, seed=0, dtype=torch.bfloat16)
         print(f"[{fam}] random weights in {time.perf_counter() - t0:.0f} s", flush=True)
         for dname in dtypes:
-            dec = unbounded(load_decoder(sd, device=dev, dtype=dname))
-            dec.compile = args.compile
+            dec = unbounded(load_decoder(sd, device=dev, dtype=dname, compile="default" if args.compile else None))
             dtype = dec.net.s_embedder.proj.weight.dtype
             for (h, w) in sizes:
                 f = cfg.output_factor

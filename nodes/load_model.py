@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..pid_core.decoding.compile import COMPILE_CHOICES
 from ..pid_core.decoding.decoder import load_decoder
 from ..pid_core.errors import CheckpointReadError
 from ..pid_core.files.loading import dtype_name
@@ -65,6 +66,12 @@ class PiDLoadModel:
                     f"*_2kto4k / *_v1.5: 1024-px LDM -> 4096.")}),
             },
             "optional": {
+                "compile": (list(COMPILE_CHOICES), {"default": "off", "tooltip": (
+                    "torch.compile the network: on = default mode, max-autotune = longer compile, "
+                    "faster kernels (without CUDA graphs). Each new output or tile size compiles "
+                    "once (about a minute, logged) and is reused while this node's output is "
+                    "cached. Needs Triton on NVIDIA GPUs (a C++ compiler on the CPU); without a "
+                    "working compiler PiD warns and decodes uncompiled.")}),
                 "clip": ("CLIP", {"tooltip": (
                     "Optional: a Gemma-2-2B CLIP from Load CLIP (type 'pixeldit', newer ComfyUI). "
                     "Used instead of the text_encoder file when connected.")}),
@@ -72,7 +79,7 @@ class PiDLoadModel:
         }
 
     @node_base.explains_errors
-    def load(self, checkpoint, text_encoder, dtype, download=OFF, clip=None):
+    def load(self, checkpoint, text_encoder, dtype, download=OFF, compile="off", clip=None):
         path, encoder_path = _download(download)
         label = checkpoint if path is None else path
         if path is None and checkpoint == NO_FILES:
@@ -85,11 +92,11 @@ class PiDLoadModel:
             path = model_folders.checkpoint_path(checkpoint)
         if encoder_path is not None:
             text_encoder = os.path.basename(encoder_path)
-        compute = host.resolve_dtype(dtype)
+        compute, mode = host.resolve_dtype(dtype), COMPILE_CHOICES[compile]
         if quant_host.available() and quant_host.is_quantised_file(path):
-            decoder = quant_host.load_quantised_decoder(path, host.offload_device(), compute)
+            decoder = quant_host.load_quantised_decoder(path, host.offload_device(), compute, mode)
         else:   # a quantised file without ComfyUI's quantised ops is refused here, naming the bf16 one
-            decoder = load_decoder(path, device=host.offload_device(), dtype=compute)
+            decoder = load_decoder(path, device=host.offload_device(), dtype=compute, compile=mode)
         encoder = clip
         if encoder is None and text_encoder != NONE:
             encoder = load_text_encoder(encoder_path or model_folders.text_encoder_path(text_encoder))

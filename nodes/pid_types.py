@@ -43,6 +43,7 @@ class PiDModel:
             f"family {info.family}, version {info.version}, {info.resolution}, "
             f"release {info.release or 'unknown'}",
             f"latent formats: {', '.join(info.latent_formats)}; {envelope}",
-            f"compute dtype: {self.dtype}; stored as {info.source_dtype} ({info.layout})",
+            f"compute dtype: {self.dtype}; stored as {info.source_dtype} ({info.layout}); "
+            f"torch.compile: {self.decoder.compile or 'off'}",
             f"text encoder: {self.text_encoder_name}",
         ])

@@ -86,4 +86,6 @@ def with_envelope(decoder, envelope):
     if envelope is not None and not hasattr(envelope, "min_side"):
         config = importlib.import_module(type(decoder).__module__.rsplit(".", 2)[0] + ".network.config")
         envelope = config.Envelope(int(envelope[0]), int(envelope[1]), decoder.info.resolution)
-    return type(decoder)(decoder.net, dataclasses.replace(decoder.info, envelope=envelope), decoder.compile)
+    new = type(decoder)(decoder.net, dataclasses.replace(decoder.info, envelope=envelope))
+    new.compile, new.network = decoder.compile, decoder.network   # the same (compiled) network call
+    return new

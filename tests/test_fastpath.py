@@ -11,7 +11,7 @@ from conftest import assert_fp_close
 from torch import nn
 
 from pid_core.decoding import noise, sampler
-from pid_core.decoding.decoder import PiDDecoder, load_decoder
+from pid_core.decoding.decoder import load_decoder
 from pid_core.network import blocks, rope
 from pid_core.network.adapter import tokens_of
 from pid_core.network.model import PiDNet, add_pixel_positions_, pixel_position_table
@@ -194,22 +194,3 @@ def test_bf16_within_stated_tolerance_of_fp32(tiny_sd_factory, text_features):
         v32 = d32.net(x, t, text_features, z, s)
         v16 = d16.net(x, t, text_features, z, s).float()
     assert (v32 - v16).norm() / v32.norm() < BF16_VELOCITY_REL
-
-
-def test_compile_is_opt_in_and_routes_through_torch_compile(tiny_sd_factory, monkeypatch):
-    dec = load_decoder(tiny_sd_factory("flux_v1.5"), dtype="fp32")
-    assert dec.compile is None and dec._network() == dec.net.velocity
-    calls = []
-
-    def fake_compile(fn, **kw):
-        calls.append(kw)
-        return fn
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    dec.compile = "default"
-    z = randn(1, 16, 2, 2)
-    a = dec.decode(z, 0.0, randn(1, 300, 2304), latent_format="flux", steps=1)
-    dec.decode(z, 0.0, randn(1, 300, 2304), latent_format="flux", steps=1)
-    assert calls == [dict(dynamic=False, mode="default")]     # compiled once, then cached
-    assert a.shape == (1, 3, 64, 64)
-    assert PiDDecoder(dec.net, dec.info).compile is None

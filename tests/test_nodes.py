@@ -417,3 +417,13 @@ def test_an_error_names_its_fix_in_the_graph():
     assert "ComfyUI/models/pid/" in str(info.value) and "--checkpoint" not in str(info.value)
     with pytest.raises(errors.LatentMismatchError, match=r"\(ComfyUI: set latent_format on the PiD node"):
         decode(pid, torch.randn(1, 16, 4, 4), latent_format="sd3")
+
+
+def test_load_model_compile_choice(monkeypatch):
+    real = torch.compile      # dynamo's graph without code generation: fast enough for a unit test
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, **{**kw, "backend": "eager", "mode": None}))
+    model, info = LoadModel().load(TINY_FILES["flux_v1.5"], "none", "auto", compile="on", clip=TinyTextEncoder())
+    assert model.decoder.compile == "default" and "torch.compile: default" in info
+    assert decode(model, torch.randn(1, 16, 2, 2), latent_format="flux").shape == (1, 64, 64, 3)
+    model, info = load()
+    assert model.decoder.compile is None and "torch.compile: off" in info

@@ -27,6 +27,7 @@ from ..network.config import TIMESTEP_SCALE
 from ..network.model import PiDNet
 from ..text.recipe import check_text_features
 from . import memory
+from .compile import COMPILE_MODES, CompiledNetwork
 from .image_out import OUT_DTYPES, count_non_finite, to_image
 from .latents import check_latent, choose_format
 from .memory import DecodePlan
@@ -57,11 +58,14 @@ class DecodeOptions:
 
 class PiDDecoder:
     """A loaded PiD network plus what it is. ``decode`` runs on the net's current device/dtype;
-    ``compile``: None (eager) or a ``torch.compile`` mode for the network call."""
+    ``compile``: None (eager) or a ``torch.compile`` mode for the network call (``decoding.compile``)."""
 
     def __init__(self, net: PiDNet, info: DecoderInfo, compile: str | None = None):
+        if compile is not None and compile not in COMPILE_MODES:
+            raise PiDInputError(f"compile={compile!r} is not supported; use None (off) or one of "
+                                f"{', '.join(COMPILE_MODES)}.", input_name="compile")
         self.net, self.info, self.compile = net, info, compile
-        self._compiled = None
+        self.network = net.velocity if compile is None else CompiledNetwork(net.velocity, compile)
 
     @property
     def device(self) -> torch.device:
@@ -132,6 +136,9 @@ class PiDDecoder:
         times = t_schedule(steps)
         y = check_text_features(text, z.shape[0], self.net.cfg.text_dim, self.net.cfg.text_tokens)
         z, sig = fmt.to_pid_frame(fmt.normalize(z.to(self.device)), sigma, opts.noise_frame)
+        # upstream hands PiD the latent in bf16 whatever the compute dtype (nv-tlabs/PiD @2c8814c
+        # pid/_src/inference/decoder.py, from_clean.py); the adapter casts it to the weights' dtype
+        z = z.to(torch.bfloat16)
         if plan.tiled and info.envelope is not None and min(plan.tile_size) < info.envelope.min_side:
             log.warning("PiD tiles of %dx%d px are below the checkpoint's trained sizes (%d..%d px) "
                         "because of the memory budget; expect softer detail or artifacts.",
@@ -159,7 +166,7 @@ class PiDDecoder:
 
     def _run(self, plan: DecodePlan, z, sig, y, seed: int, times, opts: DecodeOptions) -> torch.Tensor:
         """Sample with ``plan``; inputs on the device and in PiD's frame. Returns x0 in [-1, 1]."""
-        net, dev, network = self.net, self.device, self._network()
+        net, dev, network = self.net, self.device, self.network
         (h, w), p = plan.output_size, net.cfg.patch_size
         state_dev = dev if plan.state_on_device else torch.device("cpu")
         canvas = None if opts.preview is None else PreviewCanvas((h, w), opts.preview_side, opts.preview,
@@ -184,15 +191,6 @@ class PiDDecoder:
             return sample(den, noise, times)
         finally:
             noise.close()
-
-    def _network(self):
-        """The network call: ``net.velocity``, or its compiled graph when ``compile`` is set."""
-        if not self.compile:
-            return self.net.velocity
-        if self._compiled is None or self._compiled[0] != (id(self.net), self.compile):
-            self._compiled = ((id(self.net), self.compile),
-                              torch.compile(self.net.velocity, dynamic=False, mode=self.compile))
-        return self._compiled[1]
 
     def _retry_plan(self, plan: DecodePlan, error: str) -> DecodePlan:
         """Free what the failed attempt left and return a plan with smaller tiles (or raise)."""

@@ -92,13 +92,14 @@ class LatentFormat:
             shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
             raise PiDInputError(f"to_pid_frame expects a 4-D latent [B,C,h,w]; got {shape}.")
         latent = latent.to(torch.float32)
-        s = _sigma_vector(sigma, latent.shape[0], latent.device)
+        s = _sigma_vector(sigma, latent.shape[0])      # checked on the host, then moved once
         if frame != VE and bool((s > 1.0).any() if frame == FLOW else (s >= 1.0).any()):
             raise PiDInputError(
                 f"sigma {s.tolist()} is above 1 for the flow-matching format '{self.name}'; "
                 "flow sigmas lie in [0, 1] (below 1 for a ComfyUI LATENT, which is stored as "
                 "x_t / (1 - sigma)). Pass the sigma of the step where the LDM stopped (0 for a "
                 "finished latent), or pick the 'sdxl' format for VE (EPS) sigmas.", input_name="sigma")
+        s = s.to(latent.device)
         if frame == COMFY_FLOW:
             latent, frame = latent * (1.0 - s).view(-1, 1, 1, 1), FLOW
         if frame == FLOW and self.pid_frame == FLOW:
@@ -281,8 +282,8 @@ def choose_format(requested, checkpoint) -> LatentFormat:
     return fmt
 
 
-def _sigma_vector(sigma, batch: int, device) -> Tensor:
-    """Number, 0-d, [1] or [B] sigma -> float32 [B] on ``device``, checked finite and >= 0."""
+def _sigma_vector(sigma, batch: int) -> Tensor:
+    """Number, 0-d, [1] or [B] sigma -> float32 [B] on the CPU, checked finite and >= 0."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, Tensor)):
         raise PiDInputError(
             f"sigma must be a number or a tensor of shape [B]; got {type(sigma).__name__} "
@@ -292,7 +293,7 @@ def _sigma_vector(sigma, batch: int, device) -> Tensor:
     if isinstance(sigma, Tensor) and (sigma.is_complex() or sigma.dtype == torch.bool):
         raise PiDInputError(f"sigma must be a real number; got a {sigma.dtype} tensor. {_SIGMA_FIX}",
                             input_name="sigma")
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=device).reshape(-1)
+    s = torch.as_tensor(sigma).detach().to("cpu", torch.float32).reshape(-1)
     if s.numel() == 1:
         s = s.expand(batch).clone()
     elif s.numel() != batch:

@@ -22,9 +22,11 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 # Transient memory one chunk of the token-wise work may use (pixel blocks, final layer, patch
-# MLPs). A fixed target, so a decode's numbers do not depend on how much memory happens to be
-# free; only a budget below 16x this shrinks it.
+# MLPs), and at most this many chunks (larger ones on large images: the kernel count stays that of
+# a 2048^2 call). Fixed, so a decode's numbers do not depend on how much memory happens to be
+# free; only a budget below 16x the target shrinks the chunks.
 CHUNK_TARGET_BYTES = 512 * MiB
+MAX_CHUNKS = 4
 MIN_CHUNK_ROWS = 64
 # Smallest tile the planner and the out-of-memory retry go down to (px per side).
 MIN_TILE_PX = 64
@@ -52,11 +54,12 @@ def _chunk_row_bytes(cfg: PiDNetConfig, e: int) -> int:
 def chunk_rows(cfg: PiDNetConfig, height: int, width: int, batch: int = 1, dtype=torch.bfloat16,
                budget_bytes: int | None = None) -> int | None:
     """Patch tokens per chunk of the token-wise work (None = all at once)."""
-    target = CHUNK_TARGET_BYTES
-    if budget_bytes is not None:
-        target = min(target, max(budget_bytes // 16, 16 * MiB))
-    rows = max(MIN_CHUNK_ROWS, target // _chunk_row_bytes(cfg, dtype.itemsize))
-    return None if rows >= _rows(cfg, height, width, batch) else int(rows)
+    total, row_bytes = _rows(cfg, height, width, batch), _chunk_row_bytes(cfg, dtype.itemsize)
+    if budget_bytes is not None and budget_bytes < 16 * CHUNK_TARGET_BYTES:
+        rows = max(MIN_CHUNK_ROWS, max(budget_bytes // 16, 16 * MiB) // row_bytes)
+    else:
+        rows = max(MIN_CHUNK_ROWS, CHUNK_TARGET_BYTES // row_bytes, -(-total // MAX_CHUNKS))
+    return None if rows >= total else int(rows)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..decoding.compile import COMPILE_CHOICES
 from ..decoding.latents import FRAMES
 from ..errors import PiDError, PiDInputError
 from .cli_io import file_noise_frame, fix_hint, read_latent, read_text_embeds, write_png
@@ -68,7 +69,8 @@ def _decode(args) -> int:
     from .batch import parse_size
     from .distributed import TileParallel, close, init_from_env, shared_plan
     world = init_from_env(args.device) if args.tile_parallel else None
-    dec = load_decoder(args.checkpoint, device=world.device if world else args.device, dtype=args.dtype)
+    dec = load_decoder(args.checkpoint, device=world.device if world else args.device, dtype=args.dtype,
+                       compile=COMPILE_CHOICES[args.compile])
     latent = read_latent(args.latent)
     text = _text(args, latent.shape[0])
     size, tile = parse_size(args.size), parse_tile(args.tile)
@@ -109,7 +111,8 @@ def _decode_batch(args) -> int:
                 "latent_format": args.latent_format, "noise_frame": args.noise_frame, "prompt": args.prompt,
                 "text_embeds": str(Path(args.text_embeds).resolve()) if args.text_embeds else None}
     items = read_manifest(args.manifest, defaults) if args.manifest else scan_folder(args.input, defaults)
-    dec = load_decoder(args.checkpoint, device=world.device, dtype=args.dtype)   # once
+    dec = load_decoder(args.checkpoint, device=world.device, dtype=args.dtype,   # once
+                       compile=COMPILE_CHOICES[args.compile])
     make_encoder = None
     if args.text_encoder:
         def make_encoder():
@@ -163,6 +166,10 @@ def _add_common(p) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cuda (under torchrun: cuda:LOCAL_RANK) or cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--compile", nargs="?", const="on", default="off", choices=list(COMPILE_CHOICES),
+                   help="torch.compile the network (on = default mode; max-autotune = longer compile, faster "
+                        "kernels); each output/tile size compiles once per run. Needs Triton on NVIDIA GPUs, a "
+                        "C++ compiler on the CPU; without one PiD warns and runs uncompiled")
     p.add_argument("--noise-frame", choices=list(FRAMES), default=None,
                    help="how a noisy latent is parameterised: flow ((1-s) x0 + s eps, diffusers), "
                         "comfy_flow (x_t/(1-s), ComfyUI's flow samplers) or ve (x0 + s eps, SDXL). "

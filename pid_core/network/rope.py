@@ -11,8 +11,9 @@ import torch
 
 BASE_THETA = 1e4
 # apply_rope rotates slices of about this many elements at a time, so its fp32 temporaries stay
-# small in eager mode (elementwise maths: the slicing changes no value).
+# small in eager mode, in at most ROPE_MAX_SLICES slices (elementwise maths: no value changes).
 ROPE_SLICE_ELEMENTS = 1 << 24
+ROPE_MAX_SLICES = 2
 
 
 def ntk_theta(n: int, ref: int, head_dim: int, base: float = BASE_THETA) -> float:
@@ -43,7 +44,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate channel pairs ``(2m, 2m+1)`` of ``x [..., N, D]``: ``(a, b) -> (a cos - b sin,
     a sin + b cos)`` in fp32, returned in ``x``'s dtype; over slices of the token axis when large."""
     n = x.shape[-2]
-    step = max(1, ROPE_SLICE_ELEMENTS // max(1, x.numel() // max(1, n)))
+    step = max(1, ROPE_SLICE_ELEMENTS // max(1, x.numel() // max(1, n)), -(-n // ROPE_MAX_SLICES))
     out = None if step >= n else torch.empty_like(x)
     for i in range(0, n, step):
         a, b = x[..., i:i + step, :].float().unflatten(-1, (-1, 2)).unbind(-1)
