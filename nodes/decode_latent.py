@@ -66,6 +66,7 @@ class PiDDecodeLatent(node_base.ImageNode):
                     "With a vae connected: replace the output's structure coarser than ~32 px "
                     "with the VAE decode's (PiD's detail is kept), fixing colour drift. Off = "
                     "raw PiD output (the report is made either way).")}),
+                "noise": node_base.NOISE,
                 "tile_size": ("INT", {"default": 0, "min": 0, "max": MAX_NODE_SIDE, "step": 16, "tooltip": (
                     "0 = automatic: whole image when it fits VRAM and the trained range, else "
                     "the largest tiles that do. Otherwise decode in tiles of this side in px "
@@ -76,7 +77,7 @@ class PiDDecodeLatent(node_base.ImageNode):
 
     @node_base.explains_errors
     def decode(self, pid_model, latent, sigma, prompt, seed, steps, latent_format="auto",
-               output_long_side=0, model=None, vae=None, anchor_colors=False, tile_size=0):
+               output_long_side=0, model=None, vae=None, anchor_colors=False, noise="per image", tile_size=0):
         dec = pid_model.decoder
         samples = latent["samples"]
         fmt, frame = resolve_format(latent_format, dec.info, samples, model=model)
@@ -85,7 +86,8 @@ class PiDDecodeLatent(node_base.ImageNode):
             f = dec.info.output_factor
             size = fit_long_side((samples.shape[-2] * f, samples.shape[-1] * f), output_long_side)
         image = pipeline.decode(pid_model, samples, sigma, prompt, seed=seed, steps=steps,
-                                latent_format=fmt, noise_frame=frame, output_size=size, tile_size=tile_size)
+                                latent_format=fmt, noise_frame=frame, output_size=size, tile_size=tile_size,
+                                shared_noise=node_base.NOISE_CHOICES[noise])
         check = anchored = None
         if vae is not None:
             reference = host.vae_decode(vae, samples).movedim(-1, 1)

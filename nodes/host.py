@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..pid_core.decoding.latents import format_for_comfy_class, formats_for_vae
+from ..pid_core.errors import PiDInputError
 from ..pid_core.files import loading
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,26 @@ def resolve_dtype(choice: str) -> torch.dtype:
     return loading.resolve_dtype(choice, dev, bf16_ok=bool(mm.should_use_bf16(dev)))
 
 
+ATTENTION_CHOICES = ("pytorch", "comfy")
+
+
+def attention_function(choice: str):
+    """The attention PiD's blocks run: None for pid_core's own SDPA ("pytorch"), or ComfyUI's
+    ``optimized_attention`` ("comfy": the backend ComfyUI was started with: sage, flash, xformers,
+    PyTorch or its sub-quadratic fallback), looked up at each call."""
+    if choice == "pytorch":
+        return None
+    attention = _optional("comfy.ldm.modules.attention")
+    if choice != "comfy" or attention is None:
+        raise PiDInputError(f"attention {choice!r} is not available here; choose 'pytorch' (PyTorch's SDPA) or, "
+                            f"inside ComfyUI, 'comfy' (ComfyUI's own attention).", input_name="attention")
+
+    def comfy_attention(q, k, v):   # [B, heads, N, d] -> [B, N, heads * d], as network.blocks.sdpa
+        return attention.optimized_attention(q, k, v, q.shape[1], skip_reshape=True)
+
+    return comfy_attention
+
+
 def wrap_model(module: torch.nn.Module):
     """A ``ModelPatcher`` around ``module`` (None without ComfyUI): ComfyUI then owns its device."""
     mm = _optional("comfy.model_management")
@@ -77,6 +98,17 @@ def load_for_inference(patcher, module: torch.nn.Module, memory_required: int = 
     mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
     return patcher.load_device
 
+
+
+def memory_budget(device, resident_bytes: int) -> Optional[int]:
+    """What a PiD decode may use on ``device`` by ComfyUI's own accounting (bytes): its free memory
+    minus the reserve it keeps (``--reserve-vram``), plus ``resident_bytes`` the PiD weights already
+    hold there; on every device type ComfyUI measures (CUDA, ROCm, XPU, NPU, MLU, MPS and CPU: RAM).
+    None outside ComfyUI (pid_core then asks the device) and on DirectML, which ComfyUI cannot measure."""
+    mm = _optional("comfy.model_management")
+    if mm is None or getattr(mm, "directml_enabled", False):
+        return None
+    return max(0, int(mm.get_free_memory(device)) - int(mm.extra_reserved_memory())) + int(resident_bytes)
 
 
 # ----------------------------------------------------------------------------- progress

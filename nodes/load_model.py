@@ -66,6 +66,12 @@ class PiDLoadModel:
                     f"*_2kto4k / *_v1.5: 1024-px LDM -> 4096.")}),
             },
             "optional": {
+                "attention": (list(host.ATTENTION_CHOICES), {"default": "pytorch", "tooltip": (
+                    "pytorch = PyTorch's scaled-dot-product attention (default, as upstream). comfy = "
+                    "ComfyUI's own attention, i.e. whatever ComfyUI was started with (--use-sage-attention, "
+                    "--use-flash-attention, xformers, ...). SageAttention has been reported to give NaN / "
+                    "black images with PiD FLUX.2 elsewhere; PiD checks every output and says so if it "
+                    "happens (then choose pytorch).")}),
                 "compile": (list(COMPILE_CHOICES), {"default": "off", "tooltip": (
                     "torch.compile the network: on = default mode, max-autotune = longer compile, "
                     "faster kernels (without CUDA graphs). Each new output or tile size compiles "
@@ -79,7 +85,7 @@ class PiDLoadModel:
         }
 
     @node_base.explains_errors
-    def load(self, checkpoint, text_encoder, dtype, download=OFF, compile="off", clip=None):
+    def load(self, checkpoint, text_encoder, dtype, download=OFF, attention="pytorch", compile="off", clip=None):
         path, encoder_path = _download(download)
         label = checkpoint if path is None else path
         if path is None and checkpoint == NO_FILES:
@@ -93,17 +99,19 @@ class PiDLoadModel:
         if encoder_path is not None:
             text_encoder = os.path.basename(encoder_path)
         compute, mode = host.resolve_dtype(dtype), COMPILE_CHOICES[compile]
+        attend = host.attention_function(attention)
         if quant_host.available() and quant_host.is_quantised_file(path):
-            decoder = quant_host.load_quantised_decoder(path, host.offload_device(), compute, mode)
+            decoder = quant_host.load_quantised_decoder(path, host.offload_device(), compute, mode, attend)
         else:   # a quantised file without ComfyUI's quantised ops is refused here, naming the bf16 one
-            decoder = load_decoder(path, device=host.offload_device(), dtype=compute, compile=mode)
+            decoder = load_decoder(path, device=host.offload_device(), dtype=compute, compile=mode,
+                                   **({"attention": attend} if attend else {}))
         encoder = clip
         if encoder is None and text_encoder != NONE:
             encoder = load_text_encoder(encoder_path or model_folders.text_encoder_path(text_encoder))
         model = PiDModel(decoder=decoder, patcher=host.wrap_model(decoder.net),
                          text_encoder=encoder, checkpoint=label,
                          text_encoder_name="CLIP input" if clip is not None else text_encoder,
-                         dtype=dtype_name(compute))
+                         dtype=dtype_name(compute), attention=attention)
         return (model, model.describe())
 
 

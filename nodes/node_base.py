@@ -31,6 +31,14 @@ LATENT_FORMAT = (LATENT_FORMAT_CHOICES, {"default": "auto", "tooltip": (
     "checkpoint's only format; 16-channel FLUX.1/Z-Image, SD3 and Qwen-Image latents look alike, so "
     "connect the MODEL (or VAE) or choose.")})
 
+# PiD's noise over a batch -> shared_noise
+NOISE_CHOICES = {"per image": False, "same for every frame": True}
+NOISE = (list(NOISE_CHOICES), {"default": "per image", "tooltip": (
+    "per image: image i of a batch gets its own noise (seed + i), as if decoded alone with that seed. "
+    "same for every frame: one noise for the whole batch, so the same input frame gives the same "
+    "output (less flicker when upscaling video frames). Batches that do not fit are decoded one "
+    "frame at a time either way.")})
+
 CATEGORY = "PiD"
 
 
@@ -48,7 +56,8 @@ FIXES = {
                   "ComfyUI/models/diffusion_models/, or any decoder in ComfyUI/models/pid/",
     "latent_format": "set latent_format on the PiD node, or connect the LDM's MODEL to its model input",
     "latent": "connect the LATENT of the LDM's sampler, VAE Encode or Load Latent",
-    "dtype": "set dtype to bf16 or fp32 in PiD Load Model",
+    "dtype": "in PiD Load Model set dtype to bf16 or fp32, and attention to pytorch",
+    "attention": "set attention to pytorch in PiD Load Model",
     "text": "select gemma_2_2b_it_elm_bf16.safetensors (ComfyUI/models/text_encoders/) as text_encoder in "
             "PiD Load Model, or connect a Gemma-2-2B CLIP",
     "sigma": "connect PiD Stop Sigma to sigma (0 for a finished latent)",

@@ -24,6 +24,7 @@ class PiDModel:
     checkpoint: str = ""
     text_encoder_name: str = "none"
     dtype: str = "fp32"
+    attention: str = "pytorch"
 
     @property
     def info(self):
@@ -44,6 +45,6 @@ class PiDModel:
             f"release {info.release or 'unknown'}",
             f"latent formats: {', '.join(info.latent_formats)}; {envelope}",
             f"compute dtype: {self.dtype}; stored as {info.source_dtype} ({info.layout}); "
-            f"torch.compile: {self.decoder.compile or 'off'}",
+            f"attention: {self.attention}; torch.compile: {self.decoder.compile or 'off'}",
             f"text encoder: {self.text_encoder_name}",
         ])

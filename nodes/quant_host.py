@@ -48,7 +48,8 @@ def is_quantised_file(path: str) -> bool:
         return False   # pid_core's reader says what is wrong with the file
 
 
-def load_quantised_decoder(path: str, device, compute_dtype: torch.dtype, compile: str | None = None) -> PiDDecoder:
+def load_quantised_decoder(path: str, device, compute_dtype: torch.dtype, compile: str | None = None,
+                           attention=None) -> PiDDecoder:
     """The decoder of a quantised file, built with ComfyUI's mixed-precision operations."""
     utils, mm = host._optional("comfy.utils"), host._optional("comfy.model_management")
     ops, quant = host._optional("comfy.ops"), host._optional("comfy.quant_ops")
@@ -72,7 +73,7 @@ def load_quantised_decoder(path: str, device, compute_dtype: torch.dtype, compil
                  "/".join(emulated), compute_device)
     operations = ops.mixed_precision_ops({"mixed_ops": True}, compute_dtype, disabled=disabled)
     return load_decoder(raw, device=device, dtype=compute_dtype, name_hint=name, operations=operations,
-                        quantised=True, compile=compile)
+                        quantised=True, compile=compile, **({"attention": attention} if attention else {}))
 
 
 def _check_device(name: str, formats: set, device) -> None:

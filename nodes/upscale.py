@@ -46,11 +46,14 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
                 "steps": node_base.STEPS,
                 "latent_format": node_base.LATENT_FORMAT,
             },
+            "optional": {
+                "noise": node_base.NOISE,
+            },
         }
 
     @node_base.explains_errors
     def upscale(self, pid_model, image, vae, prompt, long_side, anchor_colors=True, seed=0,
-                steps=4, latent_format="auto"):
+                steps=4, latent_format="auto", noise="per image"):
         dec = pid_model.decoder
         fmt, _ = resolve_format(latent_format, dec.info, vae=vae)
         source = image.movedim(-1, 1)  # BHWC -> BCHW
@@ -58,7 +61,7 @@ class PiDUpscale2Kto4K(node_base.ImageNode):
         small = resize_bchw(source, small_hw).clamp(0.0, 1.0)
         latent = host.vae_encode(vae, small.movedim(1, -1)[..., :3])
         out = pipeline.decode(pid_model, latent, 0.0, prompt, seed=seed, steps=steps,
-                              latent_format=fmt, output_size=out_hw)
+                              latent_format=fmt, output_size=out_hw, shared_noise=node_base.NOISE_CHOICES[noise])
         if anchor_colors:
             out = anchor_to_source(out, source[:, :3], inplace=True)
         return (out.movedim(1, -1).to(host.intermediate_device()),)

@@ -158,12 +158,22 @@ def test_noise_prefetch_thread_keeps_the_draw_order():
     assert torch.equal(want[1], torch.randn(1, 3, 8, 8, generator=gen))
     src = noise.Noise(9, (1, 3, 8, 8), "cpu")
     src._pool = noise.ThreadPoolExecutor(max_workers=1)   # the accelerator path: draws made ahead
-    src._ahead = src._pool.submit(src._draw, "cpu")
+    src._ahead = src._pool.submit(src._draw)
     try:
         got = [src.next(), src.next(into=torch.empty(1, 3, 8, 8)), src.next(), src.next()]
     finally:
         src.close()
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_each_item_has_its_own_stream_seeded_seed_plus_its_index():
+    with noise.Noise(7, (3, 3, 8, 8), "cpu") as batch:
+        draws = [batch.next(), batch.next()]
+    for i in range(3):
+        with noise.Noise(7 + i, (1, 3, 8, 8), "cpu") as alone:
+            assert all(torch.equal(d[i:i + 1], alone.next()) for d in draws)
+    with noise.Noise(noise.MAX_SEED, (2, 3, 8, 8), "cpu") as wrap:      # seed + i wraps at 2^64
+        assert torch.equal(wrap.next()[1], torch.randn(3, 8, 8, generator=noise.make_generator(0)))
 
 
 def test_shared_noise_gives_every_item_the_same_draws():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import with_envelope
+from conftest import assert_fp_close, with_envelope
 from node_helpers import ROOT, FakeModel, FakeVAE, TinyTextEncoder, load_pack, pack_module
 from safetensors.torch import save_file
 
@@ -427,3 +427,105 @@ def test_load_model_compile_choice(monkeypatch):
     assert decode(model, torch.randn(1, 16, 2, 2), latent_format="flux").shape == (1, 64, 64, 3)
     model, info = load()
     assert model.decoder.compile is None and "torch.compile: off" in info
+
+
+def test_attention_comfy_runs_the_hosts_optimized_attention(monkeypatch):
+    """'comfy' calls ComfyUI's optimized_attention ([B, H, N, d] in, skip_reshape) in every block;
+    with its PyTorch backend the image equals the 'pytorch' choice."""
+    import sys
+    import types
+
+    calls = []
+
+    def optimized_attention(q, k, v, heads, mask=None, skip_reshape=False, **kw):   # attention_pytorch's maths
+        assert skip_reshape and heads == q.shape[1] and mask is None
+        calls.append(tuple(q.shape))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2).reshape(q.shape[0], -1, heads * q.shape[-1])
+
+    fake = types.ModuleType("comfy.ldm.modules.attention")
+    fake.optimized_attention = optimized_attention
+    for name in ("comfy", "comfy.ldm", "comfy.ldm.modules"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "comfy.ldm.modules.attention", fake)
+    latent = torch.randn(1, 16, 2, 2, generator=torch.Generator().manual_seed(2))
+    comfy, info = LoadModel().load(TINY_FILES["flux_v1.5"], "none", "auto", attention="comfy", clip=TinyTextEncoder())
+    assert "attention: comfy" in info
+    image = decode(comfy, latent, latent_format="flux")
+    net = comfy.decoder.net
+    assert len(calls) == 4 * (len(net.patch_blocks) + len(net.pixel_blocks))   # every block, every step
+    plain, _ = load()
+    assert torch.equal(image, decode(plain, latent, latent_format="flux"))
+
+
+def test_attention_comfy_outside_comfyui_says_what_to_choose():
+    with pytest.raises(errors.PiDInputError, match=r"attention 'comfy' is not available here.*"
+                                                   r"\(ComfyUI: set attention to pytorch in PiD Load Model\)"):
+        LoadModel().load(TINY_FILES["flux_v1.5"], "none", "auto", attention="comfy", clip=TinyTextEncoder())
+
+
+def test_the_plan_follows_comfyuis_free_memory_and_reserve(monkeypatch):
+    """Inside ComfyUI the budget is its free memory minus --reserve-vram (plus PiD's own weights): a
+    larger reserve gives smaller tiles, down to the smallest."""
+    from types import SimpleNamespace
+    pipeline = pack_module("nodes.pipeline")
+    memory = pack_module("pid_core.decoding.memory")
+    model, _ = load()
+    latent = torch.randn(1, 16, 8, 8)
+    whole = model.decoder.plan(latent.shape, tile=None).estimate
+    free, reserve = whole.total + 64 * memory.MiB, [0]
+    mm = SimpleNamespace(get_free_memory=lambda device: free, extra_reserved_memory=lambda: reserve[0],
+                         intermediate_device=lambda: torch.device("cpu"))
+    monkeypatch.setattr(host, "_optional", lambda name: mm if name == "comfy.model_management" else None)
+    plans = []
+    monkeypatch.setattr(type(model.decoder), "decode", lambda self, z, s, t, plan=None, **kw: plans.append(plan))
+    wanted = [int(whole.total * f) for f in (1.2, 0.9, 0.7, 0.5, 0.1)]
+    for budget in wanted:        # a larger reserve each time: budget = free - reserve + PiD's weights
+        reserve[0] = free + whole.weights - budget
+        pipeline.decode(model, latent, 0.0, "a fox", seed=0, steps=4, latent_format="flux")
+    assert [p.budget_bytes for p in plans] == wanted
+    sides = [max(p.tile_size) if p.tiled else 256 for p in plans]
+    assert not plans[0].tiled and plans[-1].tiled
+    assert sides == sorted(sides, reverse=True) and len(set(sides)) >= 3, sides
+
+
+def _fake_comfy_budget(monkeypatch, budget_bytes):
+    """ComfyUI's model management as the pipeline sees it, reporting ``budget_bytes`` free."""
+    from types import SimpleNamespace
+    mm = SimpleNamespace(get_free_memory=lambda device: budget_bytes, extra_reserved_memory=lambda: 0,
+                         intermediate_device=lambda: torch.device("cpu"),
+                         throw_exception_if_processing_interrupted=lambda: None)
+    monkeypatch.setattr(host, "_optional", lambda name: mm if name == "comfy.model_management" else None)
+
+
+def test_a_batch_that_does_not_fit_is_decoded_frame_by_frame(monkeypatch):
+    """Frames decode one at a time when the batch would have to tile and one frame fits whole; the
+    progress counts over all frames; frame i is the image seed + i gives alone (per-image noise)."""
+    model, _ = load()
+    dec = model.decoder
+    frames = torch.randn(3, 16, 4, 4, generator=torch.Generator().manual_seed(8))
+    one = dec.plan((1, 16, 4, 4), tile=None).estimate.total
+    _fake_comfy_budget(monkeypatch, int(one * 1.3) - dec.plan((1, 16, 4, 4), tile=None).estimate.weights)
+    assert dec.plan(frames.shape, memory_budget_bytes=int(one * 1.3)).tiled
+    bars = []
+    real_bar = host.progress_bar
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(real_bar(total)) or bars[-1])
+    out = decode(model, frames, latent_format="flux", seed=5)
+    assert out.shape == (3, 128, 128, 3) and bars[0].total == 12 and bars[0].current == 12
+    alone = [decode(model, frames[i:i + 1], latent_format="flux", seed=5 + i) for i in range(3)]
+    assert all(torch.equal(out[i], alone[i][0]) for i in range(3))
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_shared_noise_gives_identical_frames_identical_outputs(monkeypatch, fits):
+    model, _ = load()
+    frame = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(9))
+    frames = torch.cat([frame, torch.randn(1, 16, 4, 4), frame])
+    if not fits:
+        _fake_comfy_budget(monkeypatch, int(model.decoder.plan((1, 16, 4, 4), tile=None).estimate.activations * 1.3))
+    shared = decode(model, frames, latent_format="flux", seed=3, noise="same for every frame")
+    assert torch.equal(shared[0], shared[2]) and not torch.equal(shared[0], shared[1])
+    per_image = decode(model, frames, latent_format="flux", seed=3)
+    assert not torch.equal(per_image[0], per_image[2]) and torch.equal(per_image[0], shared[0])
+    alone = decode(model, frames[1:2], latent_format="flux", seed=4)     # item 1 of a batch: seed + 1
+    assert_fp_close(per_image[1:2], alone)

@@ -17,7 +17,7 @@ PRIMARY, OLDEST = "v0.33.0", "v0.3.64"
 CORE = {PRIMARY: json.loads((ROOT / "tests/fixtures/core_nodes_v033.json").read_text())["nodes"],
         OLDEST: json.loads((ROOT / "tests/fixtures/core_nodes.json").read_text())["nodes"]}
 # Workflows that need a newer ComfyUI than the oldest supported (README: FLUX.2 needs FLUX.2 nodes).
-OLDEST_HOST_SKIPS = {"pid_flux2_klein_4k"}
+OLDEST_HOST_SKIPS = {"pid_flux2_klein_4k", "pid_flux2_dev_stop45of50_4k"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 MODEL_EXT = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".gguf")
@@ -27,7 +27,8 @@ HOST_COMBOS = {("PiD_StopSigma", "sampler_name"): ("KSamplerAdvanced", "sampler_
                ("PiD_StopSigma", "scheduler"): ("KSamplerAdvanced", "scheduler")}
 FILE_COMBOS = {("PiD_LoadModel", "checkpoint"): "pid", ("PiD_LoadModel", "text_encoder"): "text_encoders"}
 LDM_WORKFLOWS = {"pid_flux1_dev_stop24of28_2048", "pid_zimage_turbo_x0_4k", "pid_sdxl_stop26of30_4k",
-                 "pid_sd3_stop24of28_4k", "pid_flux2_klein_4k", "pid_qwen_image_stop44of50_4k"}
+                 "pid_sd3_stop24of28_4k", "pid_flux2_klein_4k", "pid_qwen_image_stop44of50_4k",
+                 "pid_flux2_dev_stop45of50_4k"}
 
 
 def _legacy_combo(spec):

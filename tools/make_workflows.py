@@ -328,6 +328,50 @@ Needs a ComfyUI with FLUX.2 support (>= 0.3.72).
     return g
 
 
+def flux2_dev(defs):
+    g = Graph(defs)
+    unet = g.node("UNETLoader", (20, 40), (380, 82), unet_name="flux2_dev_fp8mixed.safetensors",
+                  weight_dtype="default")
+    clip = g.node("CLIPLoader", (20, 160), (380, 106), clip_name="mistral_3_small_flux2_bf16.safetensors",
+                  type="flux2")
+    prompt = g.node("PrimitiveStringMultiline", (20, 300), (400, 200), title="Prompt (LDM and PiD)",
+                    value=PROMPTS["flux2_dev"])
+    pos = g.node("CLIPTextEncode", (460, 40), (380, 120), title="Positive")
+    g.link(clip, 0, pos, "clip")
+    g.link(prompt, 0, pos, "text")
+    guidance = g.node("FluxGuidance", (460, 200), (300, 60), guidance=4.0)
+    g.link(pos, 0, guidance, "conditioning")
+    guider = g.node("BasicGuider", (460, 300), (300, 50))
+    g.link(unet, 0, guider, "model")
+    g.link(guidance, 0, guider, "conditioning")
+    noise = g.node("RandomNoise", (460, 390), (300, 82), noise_seed=42)
+    sampler = g.node("KSamplerSelect", (460, 510), (300, 60), sampler_name="euler")
+    sched = g.node("Flux2Scheduler", (460, 610), (300, 110), steps=50, width=1024, height=1024)
+    split = g.node("SplitSigmas", (460, 760), (300, 80), title="Stop at step 45 of 50", step=45)
+    g.link(sched, 0, split, "sigmas")
+    latent = g.node("EmptyFlux2LatentImage", (460, 880), (300, 110), width=1024, height=1024)
+    run = g.node("SamplerCustomAdvanced", (880, 40), (360, 330), title="Sample steps 1-45")
+    for src, out, name in ((noise, 0, "noise"), (guider, 0, "guider"), (sampler, 0, "sampler"),
+                           (split, "high_sigmas", "sigmas"), (latent, 0, "latent_image")):
+        g.link(src, out, run, name)
+    stop = g.node("PiD_StopSigma", (880, 420), (360, 230), sampler_name="euler", scheduler="simple",
+                  steps=50, end_at_step=45)
+    g.link(unet, 0, stop, "model")
+    g.link(split, "high_sigmas", stop, "sigmas")
+    pid_tail(g, RELEASES["flux2_v1.5"].filename, run, "output", prompt, stop, (unet, 0),
+             filename_prefix="PiD_flux2_dev")
+    g.note(note("FLUX.2 [dev] stopped at step 45 of 50 -> PiD 4K (v1.5)", """
+Sampled the way ComfyUI's FLUX.2 [dev] template does it (SamplerCustomAdvanced, FluxGuidance 4,
+Flux2Scheduler), for 50 steps, but **SplitSigmas** hands the sampler only the first 45: it stops
+with leftover noise, as upstream PiD hands FLUX.2 over at step 45 of 50. **PiD Stop Sigma** gets the
+same high sigmas and returns their last entry, the sigma the latent sits at; PiD finishes the last
+steps and decodes 64x64 FLUX.2 latents to **4096 px**. To stop elsewhere, change SplitSigmas' step
+and PiD Stop Sigma's end_at_step together. Needs a ComfyUI with FLUX.2 support (>= 0.3.72).
+""", "flux2_v1.5", "`flux2_dev_fp8mixed.safetensors` in `diffusion_models/`, "
+                   "`mistral_3_small_flux2_bf16.safetensors` in `text_encoders/`."), (20, 1030), (820, 400))
+    return g
+
+
 def upscale(defs):
     g = Graph(defs)
     image = g.node("LoadImage", (20, 40), (360, 360), image="example.png")
@@ -379,6 +423,7 @@ PROMPTS = {
     "qwen": "A bustling night market in Taipei, neon signs with Chinese characters, steam rising "
             "from food stalls, cinematic",
     "flux2": "Macro photo of a dragonfly on a reed, morning dew drops, iridescent wings",
+    "flux2_dev": "An old lighthouse on a rocky coast at sunset, waves breaking, warm light on the stones",
     "upscale": "",
     "negative": "blurry, low quality, watermark",
 }
@@ -389,6 +434,7 @@ WORKFLOWS = {
     "pid_sdxl_stop26of30_4k": sdxl,
     "pid_sd3_stop24of28_4k": sd3,
     "pid_flux2_klein_4k": flux2_klein,
+    "pid_flux2_dev_stop45of50_4k": flux2_dev,
     "pid_qwen_image_stop44of50_4k": qwen_image,
     "pid_upscale_2k_to_4k": upscale,
     "pid_decode_saved_latent": saved_latent,

@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import NonFiniteOutputError, PiDInputError, PiDOutOfMemoryError
 from ..files.detect import DecoderInfo
 from ..files.loading import load_net
+from ..network.blocks import sdpa
 from ..network.config import TIMESTEP_SCALE
 from ..network.model import PiDNet
 from ..text.recipe import check_text_features
@@ -159,9 +160,10 @@ class PiDDecoder:
         if bad:
             raise NonFiniteOutputError(
                 f"PiD produced {bad} NaN/infinite pixel values with compute dtype "
-                f"{str(self.dtype).replace('torch.', '')}: fp16 can overflow in this network, or the checkpoint "
-                f"holds NaN weights. Use the bf16 or fp32 compute dtype; if it persists, download "
-                f"the checkpoint again.", input_name="dtype")
+                f"{str(self.dtype).replace('torch.', '')}: fp16 can overflow in this network, an attention kernel "
+                f"can return NaN (SageAttention has been reported to with PiD FLUX.2), or the checkpoint holds "
+                f"NaN weights. Use the bf16 or fp32 compute dtype and PyTorch's attention; if it persists, "
+                f"download the checkpoint again.", input_name="dtype")
         return to_image(out, opts.out_dtype)
 
     def _run(self, plan: DecodePlan, z, sig, y, seed: int, times, opts: DecodeOptions) -> torch.Tensor:
@@ -218,11 +220,12 @@ class PiDDecoder:
 
 def load_decoder(source: str | os.PathLike | Mapping[str, torch.Tensor], device="cpu", dtype="auto",
                  name_hint: str | None = None, operations=nn, compile: str | None = None,
-                 quantised: bool = False) -> PiDDecoder:
+                 quantised: bool = False, attention=sdpa) -> PiDDecoder:
     """Load a PiD decoder from a file path or a state dict (any supported key layout).
 
     ``compile``: a ``torch.compile`` mode for the network call (see ``PiDDecoder``); ``quantised``
-    with host ``operations`` that load quantised layers (``files.loading.load_net``)."""
+    with host ``operations`` that load quantised layers (``files.loading.load_net``); ``attention``:
+    the attention function of every block (``network.blocks.sdpa``'s contract)."""
     net, info = load_net(source, device=device, dtype=dtype, name_hint=name_hint, operations=operations,
-                         quantised=quantised)
+                         quantised=quantised, attention=attention)
     return PiDDecoder(net, info, compile=compile)

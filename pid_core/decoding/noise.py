@@ -27,10 +27,11 @@ def make_generator(seed: int, device="cpu") -> torch.Generator:
 
 
 class Noise:
-    """Draws of ``shape`` (fp32) delivered on ``device``. ``where="device"`` draws on the device
-    itself (upstream's stream on CUDA; results then depend on the device). ``shared``: one draw of
-    batch 1 for the whole batch (the same noise for every frame). ``close`` stops the worker
-    (also as a context manager)."""
+    """The draws of a ``[B, ...]`` state (fp32) delivered on ``device``. Item ``i`` has its own stream,
+    seeded ``seed + i``, so an item of a batch gets the noise it gets alone with that seed; ``shared``:
+    item 0's stream for every item (the same noise for every frame of a video). ``where="device"``
+    draws on the device itself (upstream's stream on CUDA; results then depend on the device).
+    ``close`` stops the worker (also as a context manager)."""
 
     def __init__(self, seed: int, shape, device, where: str = "cpu", shared: bool = False):
         if where not in NOISE_DEVICES:
@@ -38,32 +39,34 @@ class Noise:
                                 f"every device) or 'device' (draw on the compute device, faster).")
         self.shape, self.device = tuple(map(int, shape)), torch.device(device)
         own = where == "device" and self.device.type != "cpu"
-        self._gen = make_generator(seed, self.device if own else "cpu")
-        self._draw_shape = (1, *self.shape[1:]) if shared else self.shape
+        make_generator(seed)   # checks the seed
+        self._gens = [make_generator((seed + i) & MAX_SEED, self.device if own else "cpu")
+                      for i in range(1 if shared else self.shape[0])]
         self._pin = self.device.type == "cuda" and not own
         self._pool = self._ahead = None
         if self.device.type != "cpu" and not own:   # draw on the CPU one step ahead
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pid-noise")
-            self._ahead = self._pool.submit(self._draw, "cpu")
+            self._ahead = self._pool.submit(self._draw)
 
-    def _draw(self, device) -> torch.Tensor:
-        return torch.randn(self._draw_shape, generator=self._gen, dtype=torch.float32, device=device,
-                           pin_memory=self._pin and torch.device(device).type == "cpu")
+    def _draw(self) -> torch.Tensor:
+        """One draw of every stream, in pinned CPU memory for a CUDA device."""
+        out = torch.empty((len(self._gens), *self.shape[1:]), dtype=torch.float32, pin_memory=self._pin)
+        for row, gen in zip(out, self._gens):
+            row.normal_(generator=gen)
+        return out
 
     def next(self, into: torch.Tensor | None = None) -> torch.Tensor:
         """The next draw, written into ``into`` (a dead fp32 buffer of ``shape`` on ``device``) if given."""
-        if self._pool is None and self._draw_shape == self.shape:   # the values randn gives, in place
-            into = torch.empty(self.shape, dtype=torch.float32, device=self.device) if into is None else into
-            return into.normal_(generator=self._gen)
-        if self._pool is not None:
-            draw, self._ahead = self._ahead.result(), self._pool.submit(self._draw, "cpu")
-        else:
-            draw = self._draw(self._gen.device)
-        if into is None and draw.shape == self.shape and draw.device == self.device:
-            return draw
         if into is None:
             into = torch.empty(self.shape, dtype=torch.float32, device=self.device)
-        return into.copy_(draw.expand(self.shape), non_blocking=self._pin)
+        if self._pool is not None:                  # drawn ahead: one non-blocking copy
+            draw, self._ahead = self._ahead.result(), self._pool.submit(self._draw)
+            return into.copy_(draw.expand(self.shape), non_blocking=self._pin)
+        for row, gen in zip(into, self._gens):      # in place: the values randn would give
+            row.normal_(generator=gen)
+        if len(self._gens) < self.shape[0]:          # shared: item 0's draw for every item
+            into[1:].copy_(into[:1].expand(self.shape[0] - 1, *self.shape[1:]))
+        return into
 
     def close(self) -> None:
         if self._pool is not None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import PiDInputError, StateDictMismatchError
+from ..network.blocks import sdpa
 from ..network.model import PiDNet
 from .checkpoint_io import read_state_dict
 from .detect import DecoderInfo, check_is_pid, detect, fuse_split_adaln, strip_prefix
@@ -129,7 +130,8 @@ def inspect_state_dict(raw: Mapping[str, torch.Tensor], name: str = "state dict"
 
 
 def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="cpu", dtype="auto",
-             name_hint: str | None = None, operations=nn, quantised: bool = False) -> tuple[PiDNet, DecoderInfo]:
+             name_hint: str | None = None, operations=nn, quantised: bool = False,
+             attention=sdpa) -> tuple[PiDNet, DecoderInfo]:
     """Read/normalise/detect/build/load. ``source`` is a path or an in-memory state dict.
 
     ``quantised=True``: ``operations`` provide Linear layers that load ComfyUI's ``comfy_quant``
@@ -150,12 +152,12 @@ def load_net(source: str | os.PathLike | Mapping[str, torch.Tensor], *, device="
     src_dtype = next((v.dtype for k, v in sd.items() if v.is_floating_point()
                       and k.rpartition(".")[0] not in layers), torch.float32)
     if layers:
-        net = PiDNet(det.config, dtype=compute, device=dev, operations=operations)
+        net = PiDNet(det.config, dtype=compute, device=dev, operations=operations, attention=attention)
         net.load_state_dict({k: v if _keeps_dtype(k, layers) else v.to(device=dev, dtype=compute)
                              for k, v in sd.items()}, strict=True)
     else:
         with torch.device("meta"):
-            net = PiDNet(det.config, dtype=compute, operations=operations)
+            net = PiDNet(det.config, dtype=compute, operations=operations, attention=attention)
         net.load_state_dict({k: v.to(device=dev, dtype=compute) for k, v in sd.items()},
                             strict=True, assign=True)
     net.eval().requires_grad_(False)

@@ -52,9 +52,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA over ``[B, heads, N, d]`` with the default ``1/sqrt(d)`` scale, no mask."""
-    return F.scaled_dot_product_attention(q, k, v)
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The attention every block uses by default: PyTorch's SDPA over ``[B, heads, N, d]`` with the
+    ``1/sqrt(d)`` scale and no mask, returned as ``[B, N, heads * d]``. A host may pass another
+    function of the same contract (``attention=`` of the blocks and ``network.model.PiDNet``)."""
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
 
 
 def qkv_heads(lin: nn.Module, q_norm: nn.Module, k_norm: nn.Module, x: torch.Tensor, rope, heads: int):
@@ -139,9 +141,9 @@ class SwiGLU(nn.Module):
 class JointAttention(nn.Module):
     """MMDiT attention over ``[text, image]`` with per-stream q/k RMSNorm and RoPE."""
 
-    def __init__(self, dim: int, heads: int, dtype=None, device=None, operations=nn):
+    def __init__(self, dim: int, heads: int, dtype=None, device=None, operations=nn, attention=sdpa):
         super().__init__()
-        self.heads = heads
+        self.heads, self.attention = heads, attention
         hd = dim // heads
         kw = dict(dtype=dtype, device=device)
         self.qkv_x = operations.Linear(dim, 3 * dim, bias=False, **kw)
@@ -156,8 +158,7 @@ class JointAttention(nn.Module):
     def forward(self, x, y, rope_x, rope_y):
         qx, kx, vx = qkv_heads(self.qkv_x, self.q_norm_x, self.k_norm_x, x, rope_x, self.heads)
         qy, ky, vy = qkv_heads(self.qkv_y, self.q_norm_y, self.k_norm_y, y, rope_y, self.heads)
-        out = attention(torch.cat([qy, qx], 2), torch.cat([ky, kx], 2), torch.cat([vy, vx], 2))
-        out = out.transpose(1, 2).flatten(2)
+        out = self.attention(torch.cat([qy, qx], 2), torch.cat([ky, kx], 2), torch.cat([vy, vx], 2))
         n_txt = y.shape[1]
         return self.proj_x(out[:, n_txt:]), self.proj_y(out[:, :n_txt])
 
@@ -165,12 +166,13 @@ class JointAttention(nn.Module):
 class PatchBlock(nn.Module):
     """MMDiTBlockT2I: joint attention + SwiGLU on the image and text streams."""
 
-    def __init__(self, dim: int, heads: int, mlp_hidden: int, dtype=None, device=None, operations=nn):
+    def __init__(self, dim: int, heads: int, mlp_hidden: int, dtype=None, device=None, operations=nn,
+                 attention=sdpa):
         super().__init__()
         kw = dict(dtype=dtype, device=device)
         self.norm_x1 = RMSNorm(dim, **kw)
         self.norm_y1 = RMSNorm(dim, **kw)
-        self.attn = JointAttention(dim, heads, operations=operations, **kw)
+        self.attn = JointAttention(dim, heads, operations=operations, attention=attention, **kw)
         self.norm_x2 = RMSNorm(dim, **kw)
         self.norm_y2 = RMSNorm(dim, **kw)
         self.mlp_x = SwiGLU(dim, mlp_hidden, operations=operations, **kw)
@@ -214,9 +216,9 @@ class PixelMLP(nn.Module):
 class PixelAttention(nn.Module):
     """Self-attention across patch tokens inside a pixel block."""
 
-    def __init__(self, dim: int, heads: int, dtype=None, device=None, operations=nn):
+    def __init__(self, dim: int, heads: int, dtype=None, device=None, operations=nn, attention=sdpa):
         super().__init__()
-        self.heads = heads
+        self.heads, self.attention = heads, attention
         kw = dict(dtype=dtype, device=device)
         self.qkv = operations.Linear(dim, 3 * dim, bias=False, **kw)
         self.q_norm = RMSNorm(dim // heads, **kw)
@@ -225,7 +227,7 @@ class PixelAttention(nn.Module):
 
     def forward(self, x, rope):
         q, k, v = qkv_heads(self.qkv, self.q_norm, self.k_norm, x, rope, self.heads)
-        return self.proj(attention(q, k, v).transpose(1, 2).flatten(2))
+        return self.proj(self.attention(q, k, v))
 
 
 class PixelBlock(nn.Module):
@@ -242,14 +244,14 @@ class PixelBlock(nn.Module):
     """
 
     def __init__(self, cond_dim: int, pixel_dim: int, attn_dim: int, heads: int, p2: int,
-                 mlp_hidden: int, dtype=None, device=None, operations=nn):
+                 mlp_hidden: int, dtype=None, device=None, operations=nn, attention=sdpa):
         super().__init__()
         kw = dict(dtype=dtype, device=device)
         self.pixel_dim, self.p2 = pixel_dim, p2
         self.compress_to_attn = operations.Linear(p2 * pixel_dim, attn_dim, **kw)
         self.expand_from_attn = operations.Linear(attn_dim, p2 * pixel_dim, **kw)
         self.norm1 = RMSNorm(pixel_dim, **kw)
-        self.attn = PixelAttention(attn_dim, heads, operations=operations, **kw)
+        self.attn = PixelAttention(attn_dim, heads, operations=operations, attention=attention, **kw)
         self.norm2 = RMSNorm(pixel_dim, **kw)
         self.mlp = PixelMLP(pixel_dim, mlp_hidden, operations=operations, **kw)
         self.adaLN_modulation = nn.Sequential(operations.Linear(cond_dim, 6 * p2 * pixel_dim, **kw))

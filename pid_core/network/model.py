@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapter import LatentAdapter, SigmaGate
-from .blocks import FinalLayer, LinearEmbedder, PatchBlock, PixelBlock, TextEmbedder, TimestepEmbedder
+from .blocks import FinalLayer, LinearEmbedder, PatchBlock, PixelBlock, TextEmbedder, TimestepEmbedder, sdpa
 from .config import PiDNetConfig
 from .rope import rope_1d, rope_2d
 
@@ -52,7 +52,7 @@ def add_pixel_positions_(tok: torch.Tensor) -> torch.Tensor:
 
 
 class PiDNet(nn.Module):
-    def __init__(self, cfg: PiDNetConfig, dtype=None, device=None, operations=nn):
+    def __init__(self, cfg: PiDNetConfig, dtype=None, device=None, operations=nn, attention=sdpa):
         super().__init__()
         self.cfg = cfg
         kw = dict(dtype=dtype, device=device, operations=operations)
@@ -63,10 +63,10 @@ class PiDNet(nn.Module):
         self.t_embedder = TimestepEmbedder(h, **kw)
         self.y_embedder = TextEmbedder(cfg.text_dim, h, **kw)
         self.patch_blocks = nn.ModuleList(
-            PatchBlock(h, cfg.num_heads, cfg.mlp_hidden, **kw) for _ in range(cfg.patch_depth))
+            PatchBlock(h, cfg.num_heads, cfg.mlp_hidden, attention=attention, **kw) for _ in range(cfg.patch_depth))
         self.pixel_blocks = nn.ModuleList(
             PixelBlock(h, cfg.pixel_dim, cfg.pixel_attn_dim, cfg.pixel_heads, p * p,
-                       cfg.pixel_mlp_hidden, **kw) for _ in range(cfg.pixel_depth))
+                       cfg.pixel_mlp_hidden, attention=attention, **kw) for _ in range(cfg.pixel_depth))
         self.final_layer = FinalLayer(cfg.pixel_dim, 3, **kw)
         self.lq_proj = LatentAdapter(cfg, **kw)
         self.pit_lq_gate = SigmaGate(h, cfg.gate_per_dim, **kw) if cfg.pit_gate else None

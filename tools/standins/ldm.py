@@ -47,6 +47,9 @@ def _seed(family):
         return _flux_seed(3072, 4096, 64, vec=True, guidance=True, flux2=False)
     if family == "flux2":  # FLUX.2 klein 4B: Qwen3-4B context (3 x 2560), no guidance embed
         return _flux_seed(128, 7680, 128, vec=False, guidance=False, flux2=True)
+    if family == "flux2_dev":  # FLUX.2 dev: guidance-distilled (guidance embed); the same tiny width and
+        # the Qwen3-4B context, so the stand-in text encoder (see needs.py) feeds it
+        return _flux_seed(128, 7680, 128, vec=False, guidance=True, flux2=True)
     if family == "zimage":  # width 3840 is how ComfyUI tells Z-Image from Lumina 2: 1 layer
         return {"cap_embedder.1.weight": _meta(3840, 2560), "noise_refiner.0.attention.k_norm.weight": _meta(128),
                 "cap_pad_token": _meta(1, 3840), **_blocks("layers.", 1)}
@@ -69,7 +72,7 @@ SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer
              "transformer_depth_middle": 1, "use_linear_in_transformer": True, "context_dim": 2048,
              "num_head_channels": 64, "use_temporal_resblock": False, "use_temporal_attention": False}
 
-EXPECTED = {"flux": "Flux", "flux2": "Flux2", "zimage": "ZImage", "qwen_image": "QwenImage",
+EXPECTED = {"flux": "Flux", "flux2": "Flux2", "flux2_dev": "Flux2", "zimage": "ZImage", "qwen_image": "QwenImage",
             "sd3": "SD3", "sdxl": "SDXL"}
 
 
@@ -114,7 +117,7 @@ def unet_file_specs(family, dtype=torch.bfloat16):
     state = diffusion_state(config)
     check_detected(state, family)
     specs = specs_from_state_dict(state, dtype)
-    if family in ("flux", "flux2"):  # BFL files name the q/k norms ".scale" (ComfyUI renames them)
+    if family in ("flux", "flux2", "flux2_dev"):  # BFL files name the q/k norms ".scale" (ComfyUI renames them)
         specs = {(k[: -len(".weight")] + ".scale" if k.endswith("_norm.weight") else k): v
                  for k, v in specs.items()}
     return specs

@@ -4,7 +4,8 @@ File names come from the loader nodes' widget values, so renaming a model file i
 no change here. What a file must *be* is decided from the graph, never from its name:
 
 * UNETLoader: the family from the CLIP type loaded beside it (flux -> FLUX.1, lumina2 -> Z-Image,
-  flux2 -> FLUX.2 klein, qwen_image -> Qwen-Image);
+  flux2 -> FLUX.2 klein, or FLUX.2 dev when a FluxGuidance node conditions it, qwen_image ->
+  Qwen-Image);
 * CheckpointLoaderSimple: SDXL or SD3, from the latent family of the PiD checkpoint it feeds;
 * CLIPLoader / DualCLIPLoader: the text encoder ComfyUI builds for that CLIP type;
 * VAELoader: the VAE of the PiD checkpoint's latent family;
@@ -91,7 +92,10 @@ def workflow_needs(wf: dict, releases: dict, known: dict | None = None) -> list:
         families = {UNET_FAMILY_BY_CLIP_TYPE[t] for t in clip_types if t in UNET_FAMILY_BY_CLIP_TYPE}
         if len(families) != 1:
             raise ValueError(f"UNETLoader {_widgets(n)[0]!r}: cannot tell the family from CLIP types {clip_types}")
-        needs.append(Need("diffusion_models", _widgets(n)[0], "unet", families.pop()))
+        family = families.pop()
+        if family == "flux2" and "FluxGuidance" in by_type:   # guidance-distilled: FLUX.2 dev
+            family = "flux2_dev"
+        needs.append(Need("diffusion_models", _widgets(n)[0], "unet", family))
     for n in by_type.get("CheckpointLoaderSimple", []):
         fams = {CHECKPOINT_FAMILY_BY_PID_FAMILY[f] for f in pid_families if f in CHECKPOINT_FAMILY_BY_PID_FAMILY}
         if len(fams) != 1:
