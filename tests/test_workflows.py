@@ -253,3 +253,42 @@ def test_pid_loaders_name_the_files_users_have():
         assert decoder is not None and decoder.repo == "Comfy-Org/PixelDiT", (wf, checkpoint)
         assert decoder.folder == "diffusion_models" and decoder.layout == "bf16" and decoder.current
         assert gemma is not None and gemma.folder == "text_encoders", (wf, text_encoder)
+
+
+# Layout as ComfyUI's frontend draws it: LiteGraph puts a node's 30 px title bar ABOVE its pos.
+TITLE_BAR = 30
+MIN_ZOOM = 0.6          # below ~0.57 the frontend draws no text (LiteGraph's low-quality zoom)
+CANVAS = (1800, 957)    # the canvas of the 1800x1100 browser window tools/ui_check.py uses
+
+
+def _box(node):
+    """(x0, y0, x1, y1) of a node on the canvas, title bar included."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE_BAR, x + w, y + h
+
+
+def test_no_two_nodes_overlap(workflow):
+    name, wf = workflow
+    boxes = [(f"{n['id']} ({n.get('title') or n['type']})", _box(n)) for n in wf["nodes"]]
+    for i, (a_name, a) in enumerate(boxes):
+        for b_name, b in boxes[i + 1:]:
+            dx, dy = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+            assert dx <= 0 or dy <= 0, f"{name}: node {a_name} overlaps node {b_name} by {dx}x{dy} px"
+
+
+def test_saved_view_is_readable(workflow):
+    """A workflow opened normally shows its saved extra.ds: zoomed in far enough for text."""
+    name, wf = workflow
+    ds = wf["extra"]["ds"]
+    assert ds["scale"] >= MIN_ZOOM, f"{name}: saved zoom {ds['scale']} < {MIN_ZOOM}"
+
+
+def test_fitted_view_is_readable(workflow):
+    """The template browser ignores extra.ds and fits the graph (the frontend's fitView: zoom 0.75 x
+    canvas / graph bounds + 10 px padding each side): the graph must be compact enough for text."""
+    name, wf = workflow
+    boxes = [_box(n) for n in wf["nodes"]]
+    width = max(b[2] for b in boxes) - min(b[0] for b in boxes) + 20
+    height = max(b[3] for b in boxes) - min(b[1] for b in boxes) + 20
+    zoom = 0.75 * min(CANVAS[0] / width, CANVAS[1] / height)
+    assert zoom >= MIN_ZOOM, f"{name}: {width}x{height} px fits at zoom {zoom:.2f} < {MIN_ZOOM}"

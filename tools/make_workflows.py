@@ -20,6 +20,69 @@ RELEASES: dict = {}  # release -> Comfy-Org file name, filled from the pack's ta
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 GEMMA = "gemma_2_2b_it_elm_bf16.safetensors"
 
+# Layout. LiteGraph draws a node's 30 px title bar ABOVE its pos, and ComfyUI's frontend grows a
+# node to node.computeSize() on load: HEIGHT holds those heights (the same in frontends 1.49.6 and
+# 1.58.1, read by tools/ui_check.py), so a saved node is as tall as its widgets (a linked multiline
+# prompt keeps the frontend's own 50 px row) and a column of nodes does not overlap. Widths show
+# whole labels and values (PiD Load Model: the longest shipped checkpoint name). Each graph must fit
+# a 1800x1100 browser window (a 1800x957 canvas) at zoom >= MIN_ZOOM when the template browser
+# fits it (zoom 0.75 * window / graph) and is saved with a view that shows it all.
+TITLE, GAP, SPACE = 30, 30, 40      # title bar; free px above a title bar; between columns
+VIEW, MIN_ZOOM = (1800, 957), 0.6
+CHROME = (70, 100, 70)              # the frontend's side bar, top bars and bottom tool bar over the canvas
+HEIGHT = {"UNETLoader": 82, "DualCLIPLoader": 130, "CLIPLoader": 106, "CheckpointLoaderSimple": 98,
+          "ModelSamplingAuraFlow": 58, "PrimitiveInt": 82, "PrimitiveStringMultiline": 120,
+          "CLIPTextEncode": 88, "FluxGuidance": 58, "ConditioningZeroOut": 26, "EmptySD3LatentImage": 106,
+          "EmptyLatentImage": 106, "EmptyFlux2LatentImage": 106, "KSamplerAdvanced": 334, "CFGGuider": 98,
+          "BasicGuider": 46, "RandomNoise": 82, "KSamplerSelect": 58, "Flux2Scheduler": 106,
+          "SplitSigmas": 78, "SamplerCustomAdvanced": 106, "LoadImage": 326, "VAELoader": 58,
+          "LoadLatent": 58, "PiD_LoadModel": 198, "PiD_StopSigma": 174, "PiD_DecodeLatent": 364,
+          "PiD_Upscale2Kto4K": 340, "SaveImage": 520}
+LEFT, WIDE, MID, NARROW = 510, 490, 340, 320   # loaders (two step counts side by side); PiD Load
+#   Model, Save Image and notes; samplers and PiD nodes; conditioning
+
+
+class Column:
+    """Nodes stacked top to bottom at x, each GAP px below the previous one's bottom + the next title."""
+
+    def __init__(self, x, width, y=40):
+        self.x, self.width, self.y = x, width, y
+
+    @property
+    def right(self):
+        return self.x + self.width + SPACE
+
+    def at(self, ntype, height=None):
+        """(pos, size) for the next node of type ``ntype`` (its frontend height unless given)."""
+        height = height or HEIGHT[ntype]
+        place = ((self.x, self.y), (self.width, height))
+        self.y += height + GAP + TITLE
+        return place
+
+    def pair(self, left, right):
+        """Two nodes side by side: [(pos, size), (pos, size)]."""
+        width = (self.width - 20) // 2
+        height = max(HEIGHT[left], HEIGHT[right])
+        places = [((self.x, self.y), (width, HEIGHT[left])), ((self.x + width + 20, self.y), (width, HEIGHT[right]))]
+        self.y += height + GAP + TITLE
+        return places
+
+
+def columns(*widths, x=20):
+    out = []
+    for w in widths:
+        out.append(Column(x, w))
+        x = out[-1].right
+    return out
+
+
+def note_height(text, width):
+    """Height a MarkdownNote needs for ``text`` at ``width`` (its 10 px text; generous, checked by
+    tools/ui_check.py, which fails a note whose text does not fit)."""
+    chars = max(1, int((width - 24) / 5.2))        # characters per line
+    lines = sum(-(-len(par) // chars) + 1 for par in text.strip().split("\n\n"))
+    return 50 + 12 * lines
+
 
 def _pack():
     spec = importlib.util.spec_from_file_location("comfyui_pid_tools", ROOT / "__init__.py",
@@ -98,17 +161,32 @@ class Graph:
         src["outputs"][out_slot]["links"].append(lid)
         self.links.append([lid, src["id"], out_slot, dst["id"], slot, otype])
 
+    def camera(self):
+        """The saved view (extra.ds): the whole graph as large as it fits the canvas beside the
+        frontend's bars, centred; the template browser ignores it and fits the graph itself."""
+        x0 = min(n["pos"][0] for n in self.nodes)
+        y0 = min(n["pos"][1] - TITLE for n in self.nodes)
+        x1 = max(n["pos"][0] + n["size"][0] for n in self.nodes)
+        y1 = max(n["pos"][1] + n["size"][1] for n in self.nodes)
+        free = (VIEW[0] - CHROME[0] - 20, VIEW[1] - CHROME[1] - CHROME[2] - 20)
+        fitted = 0.75 * min(VIEW[0] / (x1 - x0 + 20), VIEW[1] / (y1 - y0 + 20))   # the frontend's fitView
+        assert fitted >= MIN_ZOOM, f"the graph ({x1 - x0}x{y1 - y0}) fits at zoom {fitted:.2f} < {MIN_ZOOM}"
+        scale = min(1.0, int(100 * min(free[0] / (x1 - x0), free[1] / (y1 - y0))) / 100)
+        left = CHROME[0] + 10 + (free[0] - scale * (x1 - x0)) / 2
+        top = CHROME[1] + 10 + (free[1] - scale * (y1 - y0)) / 2
+        return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
+
     def json(self):
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links),
                 "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+                "extra": {"ds": self.camera()}, "version": 0.4}
 
 
-def pid_tail(g, model_file, latent_src, latent_out, prompt, sigma_src, ldm_model, x=1300,
+def pid_tail(g, model_file, latent_src, latent_out, prompt, sigma_src, ldm_model, *, load_at, decode_at, save_at,
              filename_prefix="PiD"):
     """PiD Load Model + PiD Decode Latent + Save Image, wired to a latent and a stop sigma."""
-    loader = g.node("PiD_LoadModel", (x, 40), (380, 200), checkpoint=model_file, text_encoder=GEMMA)
-    dec = g.node("PiD_DecodeLatent", (x, 300), (380, 420))
+    loader = g.node("PiD_LoadModel", *load_at, checkpoint=model_file, text_encoder=GEMMA)
+    dec = g.node("PiD_DecodeLatent", *decode_at)
     g.link(loader, "pid_model", dec, "pid_model")
     g.link(latent_src, latent_out, dec, "latent")
     g.link(prompt, 0, dec, "prompt")
@@ -116,71 +194,77 @@ def pid_tail(g, model_file, latent_src, latent_out, prompt, sigma_src, ldm_model
         g.link(sigma_src, "sigma", dec, "sigma")
     if ldm_model is not None:
         g.link(ldm_model[0], ldm_model[1], dec, "model")
-    save = g.node("SaveImage", (x + 420, 40), (640, 680), filename_prefix=filename_prefix)
+    save = g.node("SaveImage", *save_at, filename_prefix=filename_prefix)
     g.link(dec, "image", save, "images")
     return dec
 
 
 def ldm_graph(defs, *, note, model_nodes, text, sampler, steps, stop, latent_node, pid_file, prefix,
               negative_text=None):
-    """Prompt -> LDM with KSamplerAdvanced stopped at `stop`/`steps` -> PiD Stop Sigma -> PiD."""
+    """Prompt -> LDM with KSamplerAdvanced stopped at `stop`/`steps` -> PiD Stop Sigma -> PiD.
+
+    Columns: loaders, prompt, step counts and PiD Load Model | conditioning, latent and PiD Stop
+    Sigma | the sampler and PiD Decode Latent | Save Image and the note."""
     g = Graph(defs)
-    model, model_out, clip, clip_out = model_nodes(g)
-    prompt = g.node("PrimitiveStringMultiline", (20, 420), (400, 200), title="Prompt (LDM and PiD)",
+    a, b, c, d = columns(LEFT, NARROW, MID, WIDE)
+    model, model_out, clip, clip_out = model_nodes(g, a, b)
+    prompt = g.node("PrimitiveStringMultiline", *a.at("PrimitiveStringMultiline"), title="Prompt (LDM and PiD)",
                     value=text)
-    steps_n = g.node("PrimitiveInt", (20, 660), (260, 82), title="Total steps", value=steps)
-    stop_n = g.node("PrimitiveInt", (20, 780), (260, 82), title="Stop at step", value=stop)
-    pos = g.node("CLIPTextEncode", (460, 300), (380, 120), title="Positive")
+    steps_at, stop_at = a.pair("PrimitiveInt", "PrimitiveInt")
+    steps_n = g.node("PrimitiveInt", *steps_at, title="Total steps", value=steps)
+    stop_n = g.node("PrimitiveInt", *stop_at, title="Stop at step", value=stop)
+    pos = g.node("CLIPTextEncode", *b.at("CLIPTextEncode"), title="Positive")
     g.link(clip, clip_out, pos, "clip")
     g.link(prompt, 0, pos, "text")
     positive = pos
     if sampler.get("guidance") is not None:
-        positive = g.node("FluxGuidance", (460, 460), (300, 60), guidance=sampler["guidance"])
+        positive = g.node("FluxGuidance", *b.at("FluxGuidance"), guidance=sampler["guidance"])
         g.link(pos, 0, positive, "conditioning")
     if negative_text is None:
-        neg = g.node("ConditioningZeroOut", (460, 560), (300, 30), title="Negative (unused at cfg 1)")
+        neg = g.node("ConditioningZeroOut", *b.at("ConditioningZeroOut"), title="Negative (unused at cfg 1)")
         g.link(pos, 0, neg, "conditioning")
     else:
-        neg = g.node("CLIPTextEncode", (460, 560), (380, 120), title="Negative", text=negative_text)
+        neg = g.node("CLIPTextEncode", *b.at("CLIPTextEncode", 110), title="Negative", text=negative_text)
         g.link(clip, clip_out, neg, "clip")
-    latent = latent_node(g)
-    ks = g.node("KSamplerAdvanced", (880, 40), (360, 480), add_noise="enable", noise_seed=42,
+    latent = latent_node(g, b)
+    ks = g.node("KSamplerAdvanced", *c.at("KSamplerAdvanced"), add_noise="enable", noise_seed=42,
                 cfg=sampler["cfg"], sampler_name=sampler["name"], scheduler=sampler["scheduler"],
                 steps=steps, start_at_step=0, end_at_step=stop, return_with_leftover_noise="enable")
     for src, out, name in ((model, model_out, "model"), (positive, 0, "positive"), (neg, 0, "negative"),
                            (latent, 0, "latent_image"), (steps_n, 0, "steps"), (stop_n, 0, "end_at_step")):
         g.link(src, out, ks, name)
-    stop_sigma = g.node("PiD_StopSigma", (880, 580), (360, 230), sampler_name=sampler["name"],
+    stop_sigma = g.node("PiD_StopSigma", *b.at("PiD_StopSigma"), sampler_name=sampler["name"],
                         scheduler=sampler["scheduler"], steps=steps, end_at_step=stop,
                         return_with_leftover_noise="enable")
     for src, out, name in ((model, model_out, "model"), (steps_n, 0, "steps"), (stop_n, 0, "end_at_step")):
         g.link(src, out, stop_sigma, name)
-    pid_tail(g, pid_file, ks, 0, prompt, stop_sigma, (model, model_out), filename_prefix=prefix)
-    g.note(note, (20, 900), (820, 420))
+    pid_tail(g, pid_file, ks, 0, prompt, stop_sigma, (model, model_out), load_at=a.at("PiD_LoadModel"),
+             decode_at=c.at("PiD_DecodeLatent"), save_at=d.at("SaveImage"), filename_prefix=prefix)
+    g.note(note, *d.at("MarkdownNote", note_height(note, d.width)))
     return g
 
 
 def unet_clip(unet, clip_name, clip_type, shift_node=None, shift=None):
-    def build(g):
-        unet_n = g.node("UNETLoader", (20, 40), (380, 82), unet_name=unet, weight_dtype="default")
+    def build(g, a, b):
+        unet_n = g.node("UNETLoader", *a.at("UNETLoader"), unet_name=unet, weight_dtype="default")
         model, out = unet_n, 0
         if shift_node:
-            model = g.node(shift_node, (20, 160), (300, 60), shift=shift)
+            model = g.node(shift_node, *b.at(shift_node), shift=shift)
             g.link(unet_n, 0, model, "model")
-        clip = g.node("CLIPLoader", (20, 260), (380, 106), clip_name=clip_name, type=clip_type)
+        clip = g.node("CLIPLoader", *a.at("CLIPLoader"), clip_name=clip_name, type=clip_type)
         return model, out, clip, 0
     return build
 
 
 def checkpoint(ckpt):
-    def build(g):
-        n = g.node("CheckpointLoaderSimple", (20, 40), (380, 100), ckpt_name=ckpt)
+    def build(g, a, b):
+        n = g.node("CheckpointLoaderSimple", *a.at("CheckpointLoaderSimple"), ckpt_name=ckpt)
         return n, 0, n, 1
     return build
 
 
 def empty(ntype, w, h):
-    return lambda g: g.node(ntype, (460, 700), (300, 110), width=w, height=h, batch_size=1)
+    return lambda g, col: g.node(ntype, *col.at(ntype), width=w, height=h, batch_size=1)
 
 
 FILES_NOTE = """
@@ -214,10 +298,10 @@ The LDM MODEL is connected to PiD Decode Latent so `latent_format = auto` knows 
                  "and `t5xxl_fp16.safetensors` in `text_encoders/`. No VAE needed."))
 
 
-def _flux_dev_models(g):
-    unet = g.node("UNETLoader", (20, 40), (380, 82), unet_name="flux1-dev.safetensors",
+def _flux_dev_models(g, a, b):
+    unet = g.node("UNETLoader", *a.at("UNETLoader"), unet_name="flux1-dev.safetensors",
                   weight_dtype="default")
-    clip = g.node("DualCLIPLoader", (20, 160), (380, 130), clip_name1="clip_l.safetensors",
+    clip = g.node("DualCLIPLoader", *a.at("DualCLIPLoader"), clip_name1="clip_l.safetensors",
                   clip_name2="t5xxl_fp16.safetensors", type="flux")
     return unet, 0, clip, 0
 
@@ -288,35 +372,37 @@ channels like FLUX/SD3 but another normalisation: keep the MODEL connected (or s
 
 def flux2_klein(defs):
     g = Graph(defs)
-    unet = g.node("UNETLoader", (20, 40), (380, 82), unet_name="flux-2-klein-4b.safetensors",
+    a, b, c, d = columns(LEFT, NARROW, MID, WIDE)
+    unet = g.node("UNETLoader", *a.at("UNETLoader"), unet_name="flux-2-klein-4b.safetensors",
                   weight_dtype="default")
-    clip = g.node("CLIPLoader", (20, 160), (380, 106), clip_name="qwen_3_4b.safetensors",
+    clip = g.node("CLIPLoader", *a.at("CLIPLoader"), clip_name="qwen_3_4b.safetensors",
                   type="flux2")
-    prompt = g.node("PrimitiveStringMultiline", (20, 420), (400, 200), title="Prompt (LDM and PiD)",
+    prompt = g.node("PrimitiveStringMultiline", *a.at("PrimitiveStringMultiline"), title="Prompt (LDM and PiD)",
                     value=PROMPTS["flux2"])
-    pos = g.node("CLIPTextEncode", (460, 40), (380, 120), title="Positive")
+    pos = g.node("CLIPTextEncode", *b.at("CLIPTextEncode"), title="Positive")
     g.link(clip, 0, pos, "clip")
     g.link(prompt, 0, pos, "text")
-    neg = g.node("ConditioningZeroOut", (460, 200), (300, 30), title="Negative (unused at cfg 1)")
+    neg = g.node("ConditioningZeroOut", *b.at("ConditioningZeroOut"), title="Negative (unused at cfg 1)")
     g.link(pos, 0, neg, "conditioning")
-    guider = g.node("CFGGuider", (460, 280), (300, 100), cfg=1.0)
+    guider = g.node("CFGGuider", *b.at("CFGGuider"), cfg=1.0)
     for src, name in ((unet, "model"), (pos, "positive"), (neg, "negative")):
         g.link(src, 0, guider, name)
-    noise = g.node("RandomNoise", (460, 420), (300, 82), noise_seed=42)
-    sampler = g.node("KSamplerSelect", (460, 540), (300, 60), sampler_name="euler")
-    sched = g.node("Flux2Scheduler", (460, 640), (300, 110), steps=4, width=1024, height=1024)
-    latent = g.node("EmptyFlux2LatentImage", (460, 790), (300, 110), width=1024, height=1024)
-    run = g.node("SamplerCustomAdvanced", (880, 40), (360, 330))
+    noise = g.node("RandomNoise", *b.at("RandomNoise"), noise_seed=42)
+    sampler = g.node("KSamplerSelect", *b.at("KSamplerSelect"), sampler_name="euler")
+    sched = g.node("Flux2Scheduler", *b.at("Flux2Scheduler"), steps=4, width=1024, height=1024)
+    latent = g.node("EmptyFlux2LatentImage", *b.at("EmptyFlux2LatentImage"), width=1024, height=1024)
+    run = g.node("SamplerCustomAdvanced", *c.at("SamplerCustomAdvanced"))
     for src, name in ((noise, "noise"), (guider, "guider"), (sampler, "sampler"), (sched, "sigmas"),
                       (latent, "latent_image")):
         g.link(src, 0, run, name)
-    stop = g.node("PiD_StopSigma", (880, 420), (360, 230), sampler_name="euler", scheduler="simple",
+    stop = g.node("PiD_StopSigma", *c.at("PiD_StopSigma"), sampler_name="euler", scheduler="simple",
                   steps=4, end_at_step=10000)
     g.link(unet, 0, stop, "model")
     g.link(sched, 0, stop, "sigmas")
     pid_tail(g, RELEASES["flux2_v1.5"].filename, run, "output", prompt, stop, (unet, 0),
+             load_at=a.at("PiD_LoadModel"), decode_at=c.at("PiD_DecodeLatent"), save_at=d.at("SaveImage"),
              filename_prefix="PiD_flux2_klein")
-    g.note(note("FLUX.2 [klein] 4B -> PiD 4K (v1.5)", """
+    text = note("FLUX.2 [klein] 4B -> PiD 4K (v1.5)", """
 FLUX.2 [klein] 4B is distilled to 4 steps and is sampled the way its ComfyUI template does it
 (SamplerCustomAdvanced + Flux2Scheduler, cfg 1). It runs to the end, so **PiD Stop Sigma**, fed
 the same SIGMAS with *end_at_step* past the last step, returns **0**. (To stop early, split the
@@ -324,43 +410,47 @@ sigmas with SplitSigmas, sample the high half and feed that half to PiD Stop Sig
 latents have 128 channels at 1/16 size: the FLUX.2 v1.5 PiD decodes 64x64 -> **4096 px**.
 Needs a ComfyUI with FLUX.2 support (>= 0.3.72).
 """, "flux2_v1.5", "`flux-2-klein-4b.safetensors` in `diffusion_models/`, `qwen_3_4b.safetensors` "
-                   "in `text_encoders/`."), (20, 940), (820, 400))
+                   "in `text_encoders/`.")
+    g.note(text, *d.at("MarkdownNote", note_height(text, d.width)))
     return g
 
 
 def flux2_dev(defs):
     g = Graph(defs)
-    unet = g.node("UNETLoader", (20, 40), (380, 82), unet_name="flux2_dev_fp8mixed.safetensors",
+    a, b, c, d = columns(LEFT, NARROW, MID, WIDE)
+    unet = g.node("UNETLoader", *a.at("UNETLoader"), unet_name="flux2_dev_fp8mixed.safetensors",
                   weight_dtype="default")
-    clip = g.node("CLIPLoader", (20, 160), (380, 106), clip_name="mistral_3_small_flux2_bf16.safetensors",
+    clip = g.node("CLIPLoader", *a.at("CLIPLoader"), clip_name="mistral_3_small_flux2_bf16.safetensors",
                   type="flux2")
-    prompt = g.node("PrimitiveStringMultiline", (20, 300), (400, 200), title="Prompt (LDM and PiD)",
+    prompt = g.node("PrimitiveStringMultiline", *a.at("PrimitiveStringMultiline"), title="Prompt (LDM and PiD)",
                     value=PROMPTS["flux2_dev"])
-    pos = g.node("CLIPTextEncode", (460, 40), (380, 120), title="Positive")
+    pos = g.node("CLIPTextEncode", *b.at("CLIPTextEncode"), title="Positive")
     g.link(clip, 0, pos, "clip")
     g.link(prompt, 0, pos, "text")
-    guidance = g.node("FluxGuidance", (460, 200), (300, 60), guidance=4.0)
+    guidance = g.node("FluxGuidance", *b.at("FluxGuidance"), guidance=4.0)
     g.link(pos, 0, guidance, "conditioning")
-    guider = g.node("BasicGuider", (460, 300), (300, 50))
+    guider = g.node("BasicGuider", *b.at("BasicGuider"))
     g.link(unet, 0, guider, "model")
     g.link(guidance, 0, guider, "conditioning")
-    noise = g.node("RandomNoise", (460, 390), (300, 82), noise_seed=42)
-    sampler = g.node("KSamplerSelect", (460, 510), (300, 60), sampler_name="euler")
-    sched = g.node("Flux2Scheduler", (460, 610), (300, 110), steps=50, width=1024, height=1024)
-    split = g.node("SplitSigmas", (460, 760), (300, 80), title="Stop at step 45 of 50", step=45)
+    noise_at, sampler_at = a.pair("RandomNoise", "KSamplerSelect")
+    noise = g.node("RandomNoise", *noise_at, noise_seed=42)
+    sampler = g.node("KSamplerSelect", *sampler_at, sampler_name="euler")
+    sched = g.node("Flux2Scheduler", *b.at("Flux2Scheduler"), steps=50, width=1024, height=1024)
+    split = g.node("SplitSigmas", *b.at("SplitSigmas"), title="Stop at step 45 of 50", step=45)
     g.link(sched, 0, split, "sigmas")
-    latent = g.node("EmptyFlux2LatentImage", (460, 880), (300, 110), width=1024, height=1024)
-    run = g.node("SamplerCustomAdvanced", (880, 40), (360, 330), title="Sample steps 1-45")
+    latent = g.node("EmptyFlux2LatentImage", *b.at("EmptyFlux2LatentImage"), width=1024, height=1024)
+    run = g.node("SamplerCustomAdvanced", *c.at("SamplerCustomAdvanced"), title="Sample steps 1-45")
     for src, out, name in ((noise, 0, "noise"), (guider, 0, "guider"), (sampler, 0, "sampler"),
                            (split, "high_sigmas", "sigmas"), (latent, 0, "latent_image")):
         g.link(src, out, run, name)
-    stop = g.node("PiD_StopSigma", (880, 420), (360, 230), sampler_name="euler", scheduler="simple",
+    stop = g.node("PiD_StopSigma", *c.at("PiD_StopSigma"), sampler_name="euler", scheduler="simple",
                   steps=50, end_at_step=45)
     g.link(unet, 0, stop, "model")
     g.link(split, "high_sigmas", stop, "sigmas")
     pid_tail(g, RELEASES["flux2_v1.5"].filename, run, "output", prompt, stop, (unet, 0),
+             load_at=a.at("PiD_LoadModel"), decode_at=c.at("PiD_DecodeLatent"), save_at=d.at("SaveImage"),
              filename_prefix="PiD_flux2_dev")
-    g.note(note("FLUX.2 [dev] stopped at step 45 of 50 -> PiD 4K (v1.5)", """
+    text = note("FLUX.2 [dev] stopped at step 45 of 50 -> PiD 4K (v1.5)", """
 Sampled the way ComfyUI's FLUX.2 [dev] template does it (SamplerCustomAdvanced, FluxGuidance 4,
 Flux2Scheduler), for 50 steps, but **SplitSigmas** hands the sampler only the first 45: it stops
 with leftover noise, as upstream PiD hands FLUX.2 over at step 45 of 50. **PiD Stop Sigma** gets the
@@ -368,47 +458,52 @@ same high sigmas and returns their last entry, the sigma the latent sits at; PiD
 steps and decodes 64x64 FLUX.2 latents to **4096 px**. To stop elsewhere, change SplitSigmas' step
 and PiD Stop Sigma's end_at_step together. Needs a ComfyUI with FLUX.2 support (>= 0.3.72).
 """, "flux2_v1.5", "`flux2_dev_fp8mixed.safetensors` in `diffusion_models/`, "
-                   "`mistral_3_small_flux2_bf16.safetensors` in `text_encoders/`."), (20, 1030), (820, 400))
+                   "`mistral_3_small_flux2_bf16.safetensors` in `text_encoders/`.")
+    g.note(text, *d.at("MarkdownNote", note_height(text, d.width)))
     return g
 
 
 def upscale(defs):
     g = Graph(defs)
-    image = g.node("LoadImage", (20, 40), (360, 360), image="example.png")
-    vae = g.node("VAELoader", (20, 440), (360, 60), vae_name="ae.safetensors")
-    loader = g.node("PiD_LoadModel", (20, 540), (380, 200),
+    a, b, c = columns(WIDE, MID, WIDE)
+    image = g.node("LoadImage", *a.at("LoadImage"), image="example.png")
+    vae = g.node("VAELoader", *a.at("VAELoader"), vae_name="ae.safetensors")
+    loader = g.node("PiD_LoadModel", *a.at("PiD_LoadModel"),
                     checkpoint=RELEASES["flux_v1.5"].filename, text_encoder=GEMMA)
-    up = g.node("PiD_Upscale2Kto4K", (440, 40), (380, 380), prompt=PROMPTS["upscale"])
+    up = g.node("PiD_Upscale2Kto4K", *b.at("PiD_Upscale2Kto4K"), prompt=PROMPTS["upscale"])
     g.link(loader, "pid_model", up, "pid_model")
     g.link(image, "IMAGE", up, "image")
     g.link(vae, 0, up, "vae")
-    save = g.node("SaveImage", (860, 40), (640, 680), filename_prefix="PiD_upscale")
+    save = g.node("SaveImage", *c.at("SaveImage"), filename_prefix="PiD_upscale")
     g.link(up, "image", save, "images")
-    g.note(note("PiD Upscale 2K -> 4K", """
+    text = note("PiD Upscale 2K -> 4K", """
 Loads an image (about 2K, any aspect), encodes a copy at 1/4 of the target with the FLUX.1 VAE
 and lets the FLUX v1.5 PiD decode it at x4: **long side 4096**, aspect kept, sides multiples of
 64. *anchor_colors* (on) keeps the source's colours and broad tones exactly; PiD adds the detail.
 Describe the image in *prompt* (PiD is text-conditioned; empty works too). No LDM is needed.
-""", "flux_v1.5", "FLUX.1 VAE `ae.safetensors` in `vae/`; the image in ComfyUI/input/."),
-        (20, 780), (820, 360))
+""", "flux_v1.5", "FLUX.1 VAE `ae.safetensors` in `vae/`; the image in ComfyUI/input/.")
+    g.note(text, *c.at("MarkdownNote", note_height(text, c.width)))
     return g
 
 
 def saved_latent(defs):
     g = Graph(defs)
-    lat = g.node("LoadLatent", (20, 40), (360, 82), latent="example_flux.latent")
-    prompt = g.node("PrimitiveStringMultiline", (20, 160), (400, 200), title="Prompt that made it",
+    a, b, c = columns(WIDE, MID, WIDE)
+    lat = g.node("LoadLatent", *a.at("LoadLatent"), latent="example_flux.latent")
+    prompt = g.node("PrimitiveStringMultiline", *a.at("PrimitiveStringMultiline"), title="Prompt that made it",
                     value=PROMPTS["flux"])
-    dec = pid_tail(g, RELEASES["flux_v1.5"].filename, lat, 0, prompt, None, None, x=460,
+    dec = pid_tail(g, RELEASES["flux_v1.5"].filename, lat, 0, prompt, None, None, load_at=a.at("PiD_LoadModel"),
+                   decode_at=b.at("PiD_DecodeLatent"), save_at=c.at("SaveImage"),
                    filename_prefix="PiD_saved_latent")
     dec["widgets_values"][5] = "flux"  # latent_format: no MODEL here to tell
-    g.note(note("Decode a saved latent with PiD (no LDM)", """
+    text = note("Decode a saved latent with PiD (no LDM)", """
 **Load Latent** reads a `.latent` file from ComfyUI/input/ (written by **Save Latent**, e.g. after
 a KSampler). There is no MODEL to read the latent format from, so *latent_format* is set to
 **flux** (FLUX.1 / Z-Image latents); change it to match the model that made the latent. A finished
 latent has *sigma* 0; if it was saved from KSamplerAdvanced with leftover noise, type the sigma
 PiD Stop Sigma showed for that run. Output: latent size x 32 (128x128 -> 4096).
-""", "flux_v1.5", "The `.latent` file in ComfyUI/input/."), (20, 420), (420, 420))
+""", "flux_v1.5", "The `.latent` file in ComfyUI/input/.")
+    g.note(text, *c.at("MarkdownNote", note_height(text, c.width)))
     return g
 
 
