@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from pack_import import import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "comfyui_pid_attention_check"
@@ -36,10 +37,7 @@ def run_backend(flag: str) -> dict:
     comfy.options.enable_args_parsing()
     sys.argv = [sys.argv[0], "--cpu", *([flag] if flag else [])]
     attention = importlib.import_module("comfy.ldm.modules.attention")
-    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = pack
-    spec.loader.exec_module(pack)
+    import_pack(PACKAGE)
     host = importlib.import_module(f"{PACKAGE}.nodes.host")
     decoder = importlib.import_module(f"{PACKAGE}.pid_core.decoding.decoder")
     rw = importlib.import_module(f"{PACKAGE}.pid_core.network.random_weights")

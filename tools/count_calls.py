@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from pack_import import import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "pid_pack_under_count"
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_pack(PACK)
 
 
 class StandInEncoder:

@@ -9,11 +9,12 @@ expects; tests/test_workflows.py checks the result independently.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+from pack_import import import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES: dict = {}  # release -> Comfy-Org file name, filled from the pack's tables in main()
@@ -85,12 +86,7 @@ def note_height(text, width):
 
 
 def _pack():
-    spec = importlib.util.spec_from_file_location("comfyui_pid_tools", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_pack("comfyui_pid_tools")
 
 
 def node_defs() -> dict:

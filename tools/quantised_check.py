@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import torch
+from pack_import import import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_pid_quantised_check"
@@ -42,13 +42,7 @@ def comfy():
 
 
 def pack():
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
+    return import_pack(PACK)
 
 
 def sub(name):
