@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import importlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,16 +16,22 @@ from safetensors.torch import load_file
 
 from pid_core.network.random_weights import random_state_dict, tiny_config
 
+# torch.compile's on-disk kernel cache is not keyed by ATEN_CPU_CAPABILITY (torch 2.13): kernels
+# generated for AVX2 fail to build in a later run under ATEN_CPU_CAPABILITY=default ("'at::vec' has
+# not been declared"). The suite keeps one cache per kernel set unless TORCHINDUCTOR_CACHE_DIR is set.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / (
+    f"pid_tests_inductor_{getpass.getuser()}_{torch.backends.cpu.get_cpu_capability().lower()}")))
+
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY_NAMES = ("flux_2k", "flux2_2k", "flux_v1pt5", "flux2_v1pt5")
 
 # Tolerance rule for comparing two evaluations of a network against each other. Rounding in a
 # deep net grows with its activations, so the bound is in units of fp32's epsilon (2^-23) times
 # the reference's scale max|ref|, not per element. Measured with tools/parity_spread.py on the
-# fixtures: our fp32 forward vs our float64 forward <= 14.8 units on every kernel set
-# (ATEN_CPU_CAPABILITY default/avx2/avx512, 1 and 2 threads); upstream's fp32 output vs our
-# float64 forward <= 14.5 units (the fixtures' own rounding, the same on every CPU); fp32 vs fp32
-# up to 10.6 units here and 31 reported on an Intel Xeon (MKL). So:
+# fixtures (ATEN_CPU_CAPABILITY default/avx2/avx512, 1 and 2 threads, AMD EPYC with and without
+# AVX-512): upstream's fp32 output vs our float64 forward <= 14.5 units (the fixtures' own rounding,
+# the same on every CPU); our fp32 forward vs our float64 forward <= 21.4 units; fp32 vs fp32 up to
+# 23.2 units (AVX2-only EPYC, default kernels) and 31 reported on an Intel Xeon (MKL). So:
 # - float64 vs a fixture (only the fixture's rounding): 32 units, twice the largest measured;
 # - fp32 vs fp32 (rounding on both sides): 64 units.
 # A defect of one part in a thousand of one weight row, or a norm epsilon off by 10x, moves the

@@ -96,7 +96,7 @@ def test_graphs_are_made_once_per_shape_and_kept_across_decodes(tiny_sd_factory,
 
 def test_a_broken_compiler_falls_back_to_eager_with_one_warning(tiny_sd_factory, monkeypatch, caplog):
     def broken(*args, **kwargs):
-        raise RuntimeError("InductorError: CppCompileError: C++ compile error\\n(details)")
+        raise RuntimeError("backend='inductor' raised:\nCppCompileError: C++ compile error\n\nCommand:\ng++ x.cpp")
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
     dec = _tiny_decoder(tiny_sd_factory("flux_v1.5"), "default")
@@ -106,6 +106,7 @@ def test_a_broken_compiler_falls_back_to_eager_with_one_warning(tiny_sd_factory,
         dec.decode(z, 0.3, y, latent_format="flux")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "could not compile the network" in warnings[0]
+    assert "(RuntimeError: CppCompileError: C++ compile error)" in warnings[0]     # the cause, not "raised:"
     assert "C++ compiler for the CPU, Triton for NVIDIA GPUs" in warnings[0] and "set compile to off" in warnings[0]
     assert torch.equal(out, load_decoder(tiny_sd_factory("flux_v1.5"), dtype="fp32").decode(
         z, 0.3, y, latent_format="flux"))

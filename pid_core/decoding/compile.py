@@ -43,7 +43,7 @@ class CompiledNetwork:
         except (torch.OutOfMemoryError, PiDError):
             raise
         except Exception as exc:   # the compiler, not the decode: run it eagerly from now on
-            self.failed = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            self.failed = _one_line(exc)
             log.warning("PiD: torch.compile (mode %s) could not compile the network (%s); decoding without "
                         "compilation. Install a working toolchain (a C++ compiler for the CPU, Triton for "
                         "NVIDIA GPUs) or set compile to off.", self.mode, self.failed)
@@ -55,3 +55,10 @@ class CompiledNetwork:
                  "x".join(map(str, x.shape)), str(x.dtype).replace("torch.", ""), x.device,
                  time.perf_counter() - start)
         return out
+
+
+def _one_line(exc: Exception) -> str:
+    """The failure in one line; dynamo's BackendCompilerFailed puts the compiler's own error on the
+    line after "backend=... raised:", so lines ending with "raised:" are skipped."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().endswith("raised:")]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
