@@ -366,18 +366,22 @@ channels like FLUX/SD3 but another normalisation: keep the MODEL connected (or s
                        "`qwen_2.5_vl_7b_fp8_scaled.safetensors` in `text_encoders/`."))
 
 
-def flux2_klein(defs):
-    g = Graph(defs)
-    a, b, c, d = columns(LEFT, NARROW, MID, WIDE)
-    unet = g.node("UNETLoader", *a.at("UNETLoader"), unet_name="flux-2-klein-4b.safetensors",
-                  weight_dtype="default")
-    clip = g.node("CLIPLoader", *a.at("CLIPLoader"), clip_name="qwen_3_4b.safetensors",
-                  type="flux2")
+def flux2_loaders(g, a, b, unet_name, clip_name, prompt_key):
+    """A FLUX.2 model and text encoder, the shared prompt and its positive encoding."""
+    unet = g.node("UNETLoader", *a.at("UNETLoader"), unet_name=unet_name, weight_dtype="default")
+    clip = g.node("CLIPLoader", *a.at("CLIPLoader"), clip_name=clip_name, type="flux2")
     prompt = g.node("PrimitiveStringMultiline", *a.at("PrimitiveStringMultiline"), title="Prompt (LDM and PiD)",
-                    value=PROMPTS["flux2"])
+                    value=PROMPTS[prompt_key])
     pos = g.node("CLIPTextEncode", *b.at("CLIPTextEncode"), title="Positive")
     g.link(clip, 0, pos, "clip")
     g.link(prompt, 0, pos, "text")
+    return unet, prompt, pos
+
+
+def flux2_klein(defs):
+    g = Graph(defs)
+    a, b, c, d = columns(LEFT, NARROW, MID, WIDE)
+    unet, prompt, pos = flux2_loaders(g, a, b, "flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors", "flux2")
     neg = g.node("ConditioningZeroOut", *b.at("ConditioningZeroOut"), title="Negative (unused at cfg 1)")
     g.link(pos, 0, neg, "conditioning")
     guider = g.node("CFGGuider", *b.at("CFGGuider"), cfg=1.0)
@@ -414,15 +418,8 @@ Needs a ComfyUI with FLUX.2 support (>= 0.3.72).
 def flux2_dev(defs):
     g = Graph(defs)
     a, b, c, d = columns(LEFT, NARROW, MID, WIDE)
-    unet = g.node("UNETLoader", *a.at("UNETLoader"), unet_name="flux2_dev_fp8mixed.safetensors",
-                  weight_dtype="default")
-    clip = g.node("CLIPLoader", *a.at("CLIPLoader"), clip_name="mistral_3_small_flux2_bf16.safetensors",
-                  type="flux2")
-    prompt = g.node("PrimitiveStringMultiline", *a.at("PrimitiveStringMultiline"), title="Prompt (LDM and PiD)",
-                    value=PROMPTS["flux2_dev"])
-    pos = g.node("CLIPTextEncode", *b.at("CLIPTextEncode"), title="Positive")
-    g.link(clip, 0, pos, "clip")
-    g.link(prompt, 0, pos, "text")
+    unet, prompt, pos = flux2_loaders(g, a, b, "flux2_dev_fp8mixed.safetensors",
+                                      "mistral_3_small_flux2_bf16.safetensors", "flux2_dev")
     guidance = g.node("FluxGuidance", *b.at("FluxGuidance"), guidance=4.0)
     g.link(pos, 0, guidance, "conditioning")
     guider = g.node("BasicGuider", *b.at("BasicGuider"))
