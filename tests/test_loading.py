@@ -1,5 +1,6 @@
 """Tiny checkpoints written in every supported file layout load, decode and report themselves."""
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 from pid_core import load_decoder
 from pid_core.errors import CheckpointReadError, NotAPiDCheckpointError, PiDInputError
 from pid_core.files.loading import resolve_dtype
-from pid_core.frontends import cli_io
+from pid_core.frontends import cli, cli_io
 from pid_core.frontends.cli_io import read_png_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,6 +184,16 @@ def test_cli_decode_comfy_latent(tmp_path, tiny_sd_factory, text_features):
     assert made["steps"] == 4 and made["size"] == [64, 96] and made["latent_format"] == "flux"
     assert made["version"] == cli_io.pack_version() != "unknown" and made["command"].startswith(
         "python -m pid_core decode --checkpoint")
+
+
+def test_the_console_command_points_at_the_cli():
+    """pyproject's ``pid-core`` entry point (what ``pip install -e .`` writes into .venv/bin) resolves
+    to the command line's main, so the command works from any folder after the README's set-up."""
+    tomllib = pytest.importorskip("tomllib")
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["pid-core"]
+    module, _, attr = target.partition(":")
+    main = getattr(importlib.import_module(module), attr)
+    assert callable(main) and main is cli.main, target
 
 
 def test_cli_reports_errors_cleanly(tmp_path):
