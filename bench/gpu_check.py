@@ -34,7 +34,7 @@ from bench.bench_decode import (
     import_reference,
     mem_peaks,
     reference_decode,
-    sync,
+    timed,
 )
 from pid_core.decoding.decoder import DecodeOptions, PiDDecoder, load_decoder
 from pid_core.network.config import RELEASES_BY_NAME
@@ -123,21 +123,7 @@ class Runner:
         def decode():
             return dec.decode(z, 0.0, y, latent_format="normalized", steps=STEPS, plan=plan, options=options)
 
-        t0 = time.perf_counter()
-        decode()                                            # warm-up (and the compile)
-        sync(self.dev)
-        first = time.perf_counter() - t0
-        if self.dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.dev)
-        times = []
-        for _ in range(self.args.repeat):
-            sync(self.dev)
-            t0 = time.perf_counter()
-            decode()
-            sync(self.dev)
-            times.append(time.perf_counter() - t0)
-        times = times or [first]                            # --repeat 0 (the dry run): the one decode
-        med = sorted(times)[len(times) // 2]
+        first, med, times = self.measure(decode)
         alloc, reserved = mem_peaks(self.dev)
         flops = sum(decode_flops(cfg, t.h, t.w, 1, STEPS) for t in plan.tiles)
         out = dict(case=case.name, size=f"{h}x{w}", plan=plan.describe(), first_s=first, decode_s=med,
@@ -150,6 +136,15 @@ class Runner:
         free(self.dev)
         return out
 
+    def measure(self, fn) -> tuple[float, float, list[float]]:
+        """(first call s, median s, every timed s): the first call (warm-up and compile) timed alone,
+        then ``--repeat`` more with fresh memory peaks; with ``--repeat 0`` the first call is the figure."""
+        first = timed(fn, self.dev, 0, 1)[0]
+        if not self.args.repeat:
+            return first, first, [first]
+        med, times = timed(fn, self.dev, 0, self.args.repeat)
+        return first, med, times
+
     def upstream(self, cfg, sd, dec, z, y, size, ours_s) -> dict:
         """Upstream's PidNet on the same weights, run as upstream runs it (bench.bench_decode)."""
         dec.net.to("cpu")
@@ -159,19 +154,7 @@ class Runner:
             zr, yr = z.float().to(self.dev), y.float().to(self.dev)
             sigma = torch.zeros(1, device=self.dev)
             ac = torch.bfloat16 if self.dev.type == "cuda" else None
-            sync(self.dev)
-            t0 = time.perf_counter()
-            reference_decode(net, zr, yr, sigma, size, STEPS, 0, self.dev, ac)
-            sync(self.dev)
-            first, times = time.perf_counter() - t0, []
-            for _ in range(self.args.repeat):
-                sync(self.dev)
-                t0 = time.perf_counter()
-                reference_decode(net, zr, yr, sigma, size, STEPS, 0, self.dev, ac)
-                sync(self.dev)
-                times.append(time.perf_counter() - t0)
-            times = times or [first]
-            ref = sorted(times)[len(times) // 2]
+            _, ref, _ = self.measure(lambda: reference_decode(net, zr, yr, sigma, size, STEPS, 0, self.dev, ac))
             alloc, _ = mem_peaks(self.dev)
             return dict(upstream_decode_s=ref, upstream_peak_alloc_gib=alloc, speedup_vs_upstream=ref / ours_s)
         finally:
