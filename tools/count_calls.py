@@ -24,10 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = "pid_pack_under_count"
 
 
-def load_pack():
-    return import_pack(PACK)
-
-
 class StandInEncoder:
     """A tiny deterministic text encoder with the TextEncoderLike interface."""
 
@@ -48,7 +44,7 @@ def main() -> int:
     import torch
     from safetensors.torch import save_file
 
-    pack = load_pack()
+    pack = import_pack(PACK)
     rw = importlib.import_module(f"{PACK}.pid_core.network.random_weights")
     folders = importlib.import_module(f"{PACK}.nodes.model_folders")
     with tempfile.TemporaryDirectory() as tmp:

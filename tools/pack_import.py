@@ -16,5 +16,9 @@ def import_pack(name: str = "comfyui_pid_tools"):
                                                       submodule_search_locations=[str(ROOT)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:   # a half-imported pack must not be found by the next call
+            del sys.modules[name]
+            raise
     return sys.modules[name]

@@ -41,12 +41,8 @@ def comfy():
     return importlib.import_module("comfy.ops")
 
 
-def pack():
-    return import_pack(PACK)
-
-
 def sub(name):
-    pack()
+    import_pack(PACK)
     return importlib.import_module(f"{PACK}.{name}")
 
 
